@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP through Django, websockets through Channels routers."""
+"""ASGI entry point: HTTP through Django; each websocket endpoint under its own app's router
+and middleware (shopper sockets in shop.routing, the staff socket in dashboard.routing)."""
 
 import os
 
@@ -7,6 +8,14 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_asgi_app})
+from dashboard.routing import websocket_urlpatterns as staff_patterns  # noqa: E402
+from shop.routing import websocket_urlpatterns as shopper_patterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": URLRouter(shopper_patterns + staff_patterns),
+    }
+)

@@ -1,0 +1,3 @@
+"""Staff websocket routes (filled in by the dashboard)."""
+
+websocket_urlpatterns: list = []

@@ -1,0 +1,3 @@
+"""Shopper websocket routes (filled in by the storefront)."""
+
+websocket_urlpatterns: list = []
