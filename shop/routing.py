@@ -1,3 +1,15 @@
-"""Shopper websocket routes (filled in by the storefront)."""
+"""Shopper websocket routes. The session cookie of the handshake names the cart, so the
+consumer runs behind the session/auth middleware; Origin is checked against ALLOWED_HOSTS."""
 
-websocket_urlpatterns: list = []
+from channels.auth import AuthMiddlewareStack
+from channels.security.websocket import AllowedHostsOriginValidator
+from django.urls import path
+
+from shop.consumers import ShoppingCartConsumer
+
+websocket_urlpatterns = [
+    path(
+        "ws/cart/",
+        AllowedHostsOriginValidator(AuthMiddlewareStack(ShoppingCartConsumer.as_asgi())),
+    ),
+]

@@ -1,0 +1,251 @@
+"""Cart operations: synchronous, one transaction each. Consumers call them through
+database_sync_to_async; views call them directly.
+
+A cart *snapshot* is the wire cart of DESIGN §4 plus the cart's `revision`:
+{"id", "revision", "items": [{"item_id", "product", "size", "quantity", "price", "available"}],
+"total_quantity"}. It is what travels through the channel layer to every tab of the cart.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+from django.db import transaction
+from django.db.models import F
+from django.http import HttpRequest
+from django.utils import timezone
+
+from shop.models import Cart, CartItem, Item
+from shop.stock import stock_level
+
+CART_SESSION_KEY = "cart_id"
+# Larger ids cannot exist in the database (and would overflow SQLite's integer binding).
+MAX_ITEM_ID = 2**63 - 1
+
+
+class CartLine(TypedDict):
+    item_id: int
+    product: str
+    size: str
+    quantity: int
+    price: str
+    available: bool
+
+
+class CartSnapshot(TypedDict):
+    id: str
+    revision: int
+    items: list[CartLine]
+    total_quantity: int
+
+
+class CartError(Exception):
+    """A refused cart operation; `code` is the error code of the shopper socket."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class SoldOut(CartError):
+    def __init__(self, line: CartItem) -> None:
+        item = line.item
+        left = item.stock if item.product.released else 0
+        detail = f": only {left} left and your cart holds {line.quantity}" if left else ""
+        super().__init__(
+            "out_of_stock",
+            f"Sorry, {item.product} in size {item.size} is sold out{detail}. "
+            "Nothing was bought; remove it from your cart and try again.",
+        )
+        self.item_id = item.pk
+
+
+@dataclass(frozen=True)
+class StockChange:
+    item_id: int
+    level: str
+
+
+@dataclass(frozen=True)
+class Purchase:
+    cart: CartSnapshot
+    quantity: int
+    stock_changes: list[StockChange]
+
+
+def wire_cart(snapshot: CartSnapshot) -> dict[str, Any]:
+    """The `cart` object of the shopper socket's cart message (DESIGN §4)."""
+    return {
+        "id": snapshot["id"],
+        "items": snapshot["items"],
+        "total_quantity": snapshot["total_quantity"],
+    }
+
+
+def parse_cart_id(value: object) -> uuid.UUID | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+def cart_lines(cart: Cart) -> list[CartItem]:
+    return list(cart.lines.select_related("item__product").order_by("id"))
+
+
+def line_available(line: CartItem) -> bool:
+    return line.item.product.released and line.item.stock >= line.quantity
+
+
+def snapshot(cart: Cart) -> CartSnapshot:
+    lines = cart_lines(cart)
+    return {
+        "id": str(cart.id),
+        "revision": cart.revision,
+        "items": [
+            {
+                "item_id": line.item_id,
+                "product": line.item.product.name,
+                "size": line.item.size,
+                "quantity": line.quantity,
+                "price": str(line.item.product.price),
+                "available": line_available(line),
+            }
+            for line in lines
+        ],
+        "total_quantity": sum(line.quantity for line in lines),
+    }
+
+
+def load_snapshot(cart_id: str) -> CartSnapshot | None:
+    """The cart's current state, or None if no such cart exists."""
+    pk = parse_cart_id(cart_id)
+    cart = Cart.objects.filter(pk=pk).first() if pk else None
+    return snapshot(cart) if cart else None
+
+
+def session_cart_id(session: Any) -> str | None:
+    """The cart id stored in a Django session (does not check that the cart exists)."""
+    value = session.get(CART_SESSION_KEY) if session is not None else None
+    return str(value) if parse_cart_id(value) else None
+
+
+def cart_for_request(request: HttpRequest) -> Cart:
+    """The session's cart, created (and remembered in the session) on the first page view."""
+    user = request.user if request.user.is_authenticated else None
+    pk = parse_cart_id(request.session.get(CART_SESSION_KEY))
+    cart = Cart.objects.filter(pk=pk).first() if pk else None
+    if cart is not None and cart.user_id not in (None, getattr(user, "pk", None)):
+        cart = None  # someone else's cart: never share it
+    if cart is None:
+        cart = Cart.objects.create(user=user)
+        request.session[CART_SESSION_KEY] = str(cart.id)
+    elif user is not None and cart.user_id is None:
+        link_cart(cart, user)
+    return cart
+
+
+def link_cart(cart: Cart, user: Any) -> None:
+    Cart.objects.filter(pk=cart.pk, user__isnull=True).update(user=user)
+    cart.user = user
+
+
+def _locked_cart(cart_id: str) -> Cart:
+    """The cart, locked for the rest of the transaction so changes of one cart serialise."""
+    pk = parse_cart_id(cart_id)
+    cart = Cart.objects.select_for_update().filter(pk=pk).first() if pk else None
+    if cart is None:
+        raise CartError("no_cart", "This cart no longer exists. Reload the page.")
+    return cart
+
+
+def _bump_revision(cart: Cart) -> None:
+    Cart.objects.filter(pk=cart.pk).update(revision=F("revision") + 1, updated_at=timezone.now())
+    cart.refresh_from_db(fields=["revision", "updated_at"])
+
+
+def add_item(cart_id: str, item_id: int) -> CartSnapshot:
+    """Add one unit of a released item, never more than its stock."""
+    with transaction.atomic():
+        cart = _locked_cart(cart_id)
+        item = (
+            Item.objects.select_related("product")
+            .filter(pk=item_id, product__released=True)
+            .first()
+            if 0 < item_id <= MAX_ITEM_ID
+            else None
+        )
+        if item is None:
+            raise CartError("not_found", f"There is no item {item_id} for sale.")
+        line = CartItem.objects.filter(cart=cart, item=item).first()
+        in_cart = line.quantity if line else 0
+        if in_cart + 1 > item.stock:
+            if item.stock == 0:
+                raise CartError("out_of_stock", f"{item.product} in size {item.size} is sold out.")
+            raise CartError(
+                "out_of_stock",
+                f"Only {item.stock} of {item.product} in size {item.size} left, "
+                f"and your cart already holds {in_cart}.",
+            )
+        if line is None:
+            CartItem.objects.create(cart=cart, item=item, quantity=1)
+        else:
+            CartItem.objects.filter(pk=line.pk).update(quantity=F("quantity") + 1)
+        _bump_revision(cart)
+        return snapshot(cart)
+
+
+def remove_item(cart_id: str, item_id: int) -> CartSnapshot:
+    """Remove one unit; the line goes when its quantity reaches zero."""
+    with transaction.atomic():
+        cart = _locked_cart(cart_id)
+        line = (
+            CartItem.objects.filter(cart=cart, item_id=item_id).first()
+            if 0 < item_id <= MAX_ITEM_ID
+            else None
+        )
+        if line is None:
+            raise CartError("not_found", f"Item {item_id} is not in your cart.")
+        if line.quantity <= 1:
+            line.delete()
+        else:
+            CartItem.objects.filter(pk=line.pk).update(quantity=F("quantity") - 1)
+        _bump_revision(cart)
+        return snapshot(cart)
+
+
+def checkout(cart_id: str) -> Purchase:
+    """Buy the whole cart in one transaction, or nothing at all.
+
+    Each line takes its stock with a guarded UPDATE (stock >= quantity), so concurrent buyers
+    can never drive stock negative; the first line that cannot be served raises SoldOut and
+    rolls back every line before it.
+    """
+    with transaction.atomic():
+        cart = _locked_cart(cart_id)
+        lines = cart_lines(cart)
+        if not lines:
+            raise CartError("empty_cart", "Your cart is empty.")
+        changes = []
+        for line in sorted(lines, key=lambda line: line.item_id):  # one lock order for all
+            taken = line.item.product.released and Item.objects.filter(
+                pk=line.item_id, stock__gte=line.quantity
+            ).update(stock=F("stock") - line.quantity)
+            if not taken:
+                line.item.refresh_from_db(fields=["stock"])
+                raise SoldOut(line)
+            left = Item.objects.values_list("stock", flat=True).get(pk=line.item_id)
+            if stock_level(left) != stock_level(left + line.quantity):
+                changes.append(StockChange(line.item_id, stock_level(left).value))
+        CartItem.objects.filter(cart=cart).delete()
+        _bump_revision(cart)
+        return Purchase(
+            cart=snapshot(cart),
+            quantity=sum(line.quantity for line in lines),
+            stock_changes=changes,
+        )

@@ -1,0 +1,174 @@
+"""The shopper socket `/ws/cart/?page=<path>` (DESIGN §4)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from shop import carts
+from shop.broadcast import STOCK_GROUP, cart_group, publish_cart
+
+MAX_FRAME_BYTES = 4096
+# At most RATE_LIMIT messages within any RATE_WINDOW seconds, per connection.
+RATE_LIMIT = 20
+RATE_WINDOW = 1.0
+MAX_PAGE_LENGTH = 200
+# Close code after a `no_cart` error: the session holds no cart (no storefront page was
+# viewed with this session cookie, or the cart was deleted). Reconnecting will not help.
+NO_CART_CLOSE_CODE = 4001
+
+_NO_REQUEST_ID = object()
+
+
+def clean_page(query_string: bytes) -> str:
+    """The `page` query parameter if it is a plausible path, else "/"."""
+    values = parse_qs(query_string.decode("latin-1")).get("page", [])
+    page = values[0] if values else ""
+    if page.startswith("/") and len(page) <= MAX_PAGE_LENGTH and page.isprintable():
+        return page
+    return "/"
+
+
+class RateLimiter:
+    """Allows at most `limit` events within any `window`-second span (sliding window)."""
+
+    def __init__(self, limit: int = RATE_LIMIT, window: float = RATE_WINDOW) -> None:
+        self.limit = limit
+        self.window = window
+        self.times: deque[float] = deque()
+
+    def allow(self, now: float) -> bool:
+        while self.times and now - self.times[0] >= self.window:
+            self.times.popleft()
+        if len(self.times) >= self.limit:
+            return False
+        self.times.append(now)
+        return True
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # NaN and Infinity could not be echoed back
+
+
+class BadMessage(Exception):
+    def __init__(self, code: str, message: str, request_id: Any = _NO_REQUEST_ID) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+class ShoppingCartConsumer(AsyncWebsocketConsumer):
+    """One open storefront page. Its cart comes from the Django session of the handshake.
+
+    Every state of the cart reaches the client through `send_cart`; the connection is in its
+    cart's group (changes from other tabs) and in the stock group (stock level pushes).
+    """
+
+    cart_id: str | None = None
+    page: str = "/"
+    cart_revision: int = -1
+
+    async def connect(self) -> None:
+        self.page = clean_page(self.scope.get("query_string", b""))
+        self.rate_limiter = RateLimiter()
+        await self.accept()
+        cart_id = await database_sync_to_async(carts.session_cart_id)(self.scope.get("session"))
+        if cart_id is not None:
+            # Join before reading, so that no change between the read and the join is missed.
+            await self.channel_layer.group_add(cart_group(cart_id), self.channel_name)
+            cart = await database_sync_to_async(carts.load_snapshot)(cart_id)
+            if cart is not None:
+                self.cart_id = cart_id
+                await self.channel_layer.group_add(STOCK_GROUP, self.channel_name)
+                await self.send_cart(cart)
+                return
+            await self.channel_layer.group_discard(cart_group(cart_id), self.channel_name)
+        await self.send_error("no_cart", "No cart in this session. Open the shop page first.")
+        await self.close(code=NO_CART_CLOSE_CODE)
+
+    async def disconnect(self, code: int) -> None:
+        if self.cart_id is not None:
+            await self.channel_layer.group_discard(cart_group(self.cart_id), self.channel_name)
+            await self.channel_layer.group_discard(STOCK_GROUP, self.channel_name)
+
+    async def send_cart(self, cart: carts.CartSnapshot) -> None:
+        """The one way this connection learns its cart's state and shows it to the client.
+
+        States arrive from the database (connect, own changes) and from other tabs through
+        the channel layer, possibly late or twice; only newer revisions are sent.
+        """
+        if cart["revision"] <= self.cart_revision:
+            return
+        self.cart_revision = cart["revision"]
+        await self.send_json({"type": "cart", "cart": carts.wire_cart(cart)})
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            if not self.rate_limiter.allow(time.monotonic()):
+                raise BadMessage("rate_limited", f"More than {RATE_LIMIT} messages a second.")
+            message = self.parse(text_data)
+            await self.handle(message)
+        except BadMessage as error:
+            await self.send_error(error.code, error.message, error.request_id)
+
+    def parse(self, text_data: str | None) -> dict[str, Any]:
+        if text_data is None:
+            raise BadMessage("invalid_message", "Send JSON text frames, not binary ones.")
+        if len(text_data.encode("utf-8", "surrogatepass")) > MAX_FRAME_BYTES:
+            raise BadMessage("too_large", f"Messages are limited to {MAX_FRAME_BYTES} bytes.")
+        try:
+            message = json.loads(text_data, parse_constant=_reject_constant)
+        except (ValueError, RecursionError):
+            raise BadMessage("invalid_message", "The message is not valid JSON.") from None
+        if not isinstance(message, dict):
+            raise BadMessage("invalid_message", "The message must be a JSON object.")
+        return message
+
+    async def handle(self, message: dict[str, Any]) -> None:
+        request_id = message.get("request_id", _NO_REQUEST_ID)
+        kind = message.get("type")
+        if not isinstance(kind, str):
+            raise BadMessage("invalid_message", "The message needs a string `type`.", request_id)
+        operation = {"add_item": carts.add_item, "remove_item": carts.remove_item}.get(kind)
+        if operation is None:
+            raise BadMessage("unknown_type", f"Unknown message type {kind[:40]!r}.", request_id)
+        item_id = message.get("item_id")
+        if type(item_id) is not int:  # bool is an int subclass, and not an item id
+            raise BadMessage("invalid_message", "`item_id` must be an integer.", request_id)
+        if self.cart_id is None:
+            raise BadMessage("no_cart", "No cart in this session.", request_id)
+        try:
+            cart = await database_sync_to_async(operation)(self.cart_id, item_id)
+        except carts.CartError as error:
+            raise BadMessage(error.code, error.message, request_id) from None
+        await self.send_cart(cart)
+        await self.send_json(
+            {"type": "ok", "request_id": None if request_id is _NO_REQUEST_ID else request_id}
+        )
+        await publish_cart(cart)
+
+    async def send_error(self, code: str, message: str, request_id: Any = _NO_REQUEST_ID) -> None:
+        payload = {"type": "error", "code": code, "message": message}
+        if request_id is not _NO_REQUEST_ID:
+            payload["request_id"] = request_id
+        await self.send_json(payload)
+
+    async def send_json(self, payload: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(payload))
+
+    # Channel-layer events
+
+    async def cart_changed(self, event: dict[str, Any]) -> None:
+        await self.send_cart(event["cart"])
+
+    async def stock_changed(self, event: dict[str, Any]) -> None:
+        await self.send_json(
+            {"type": "stock", "item_id": event["item_id"], "level": event["level"]}
+        )

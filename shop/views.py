@@ -1,0 +1,77 @@
+"""Storefront pages. Every page view makes sure the session has a cart (DESIGN §4)."""
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.contrib import messages
+from django.db.models import Prefetch
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods
+
+from shop import carts
+from shop.broadcast import publish_cart, publish_stock
+from shop.models import CartItem, Item, Product
+
+
+def _render(
+    request: HttpRequest, template: str, context: dict[str, Any], status: int = 200
+) -> HttpResponse:
+    """Render a storefront page with the session's cart for the header widget."""
+    cart = carts.cart_for_request(request)
+    return render(request, template, {**context, "cart": carts.snapshot(cart)}, status=status)
+
+
+def _released_products():
+    return Product.objects.filter(released=True).prefetch_related(
+        Prefetch("items", queryset=Item.objects.order_by("position", "id"))
+    )
+
+
+def index(request: HttpRequest) -> HttpResponse:
+    return _render(request, "shop/index.html", {"products": _released_products()})
+
+
+def product_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    product = get_object_or_404(_released_products(), slug=slug)
+    return _render(request, "shop/product.html", {"product": product})
+
+
+@dataclass(frozen=True)
+class CheckoutLine:
+    line: CartItem
+    available: bool
+
+    @property
+    def subtotal(self) -> Decimal:
+        return self.line.item.product.price * self.line.quantity
+
+
+@require_http_methods(["GET", "POST"])
+def checkout(request: HttpRequest) -> HttpResponse:
+    cart = carts.cart_for_request(request)
+    status = 200
+    if request.method == "POST":
+        try:
+            purchase = carts.checkout(str(cart.id))
+        except carts.CartError as error:
+            messages.error(request, error.message)
+            status = 409
+        else:
+            # Every open tab of this cart empties; every storefront page sees the new levels.
+            async_to_sync(publish_cart)(purchase.cart)
+            async_to_sync(publish_stock)(purchase.stock_changes)
+            units = "item" if purchase.quantity == 1 else "items"
+            messages.success(
+                request, f"Thank you! Your order of {purchase.quantity} {units} is placed."
+            )
+            return redirect("checkout")
+    lines = [CheckoutLine(line, carts.line_available(line)) for line in carts.cart_lines(cart)]
+    context = {
+        "lines": lines,
+        "total": sum((line.subtotal for line in lines), Decimal("0.00")),
+        "signature": ",".join(f"{x.line.item_id}:{x.line.quantity}" for x in lines),
+    }
+    return _render(request, "shop/checkout.html", context, status=status)
