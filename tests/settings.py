@@ -9,3 +9,8 @@ os.environ.setdefault("VAR_DIR", tempfile.mkdtemp(prefix="live-carts-tests-"))
 from shop.settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    # Consumers and concurrent checkouts use the test database from several threads; SQLite's
+    # shared-cache in-memory database locks badly across threads, a file does not.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}  # noqa: F405

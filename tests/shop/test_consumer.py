@@ -1,0 +1,346 @@
+"""The shopper socket contract of DESIGN §4, through shop.asgi.application."""
+
+import asyncio
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+from django.test import Client
+
+from shop.consumers import MAX_FRAME_BYTES, NO_CART_CLOSE_CODE, RATE_LIMIT, clean_page
+from shop.models import Cart, CartItem, Item
+from tests.shop.conftest import cart_state, communicator, session_with_cart
+
+# Consumers reach the database from worker threads, which only see committed data.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+LINE_KEYS = {"item_id", "product", "size", "quantity", "price", "available"}
+
+
+def assert_cart_message(message, cart, items):
+    """`items` is [(item_id, quantity)]; checks the exact shape of the cart message."""
+    assert message["type"] == "cart"
+    assert set(message) == {"type", "cart"}
+    body = message["cart"]
+    assert set(body) == {"id", "items", "total_quantity"}
+    assert body["id"] == str(cart.id)
+    for line in body["items"]:
+        assert set(line) == LINE_KEYS
+        assert type(line["item_id"]) is int and type(line["quantity"]) is int
+        assert isinstance(line["price"], str) and isinstance(line["available"], bool)
+    assert [(line["item_id"], line["quantity"]) for line in body["items"]] == items
+    assert body["total_quantity"] == sum(quantity for _, quantity in items)
+
+
+async def state(cart):
+    return await database_sync_to_async(cart_state)(cart)
+
+
+async def test_connect_sends_the_cart(catalogue, cart, open_tab):
+    await database_sync_to_async(CartItem.objects.create)(
+        cart=cart, item=catalogue["plenty"], quantity=2
+    )
+    tab = await open_tab(cart)
+    assert_cart_message(tab.first, cart, [(catalogue["plenty"].pk, 2)])
+    line = tab.first["cart"]["items"][0]
+    assert line == {
+        "item_id": catalogue["plenty"].pk,
+        "product": "Test Boot",
+        "size": "42",
+        "quantity": 2,
+        "price": "120.00",
+        "available": True,
+    }
+    assert await tab.nothing_more()
+
+
+async def test_add_item_sends_cart_then_ok_and_stores_it(catalogue, cart, open_tab):
+    tab = await open_tab(cart)
+    item = catalogue["plenty"]
+    cart_msg, ok = await tab.request({"type": "add_item", "item_id": item.pk, "request_id": "a1"})
+    assert_cart_message(cart_msg, cart, [(item.pk, 1)])
+    assert ok == {"type": "ok", "request_id": "a1"}
+    cart_msg, ok = await tab.request({"type": "add_item", "item_id": item.pk, "request_id": 7})
+    assert_cart_message(cart_msg, cart, [(item.pk, 2)])
+    assert ok == {"type": "ok", "request_id": 7}
+    assert await state(cart) == (2, [(item.pk, 2)])
+
+
+@pytest.mark.parametrize("request_id", [None, 0, "x", [1, "two"], {"nested": {"a": [True]}}])
+async def test_request_id_is_echoed_whatever_json_it_is(catalogue, cart, open_tab, request_id):
+    tab = await open_tab(cart)
+    replies = await tab.request(
+        {"type": "add_item", "item_id": catalogue["plenty"].pk, "request_id": request_id}
+    )
+    assert replies[-1] == {"type": "ok", "request_id": request_id}
+    replies = await tab.request(
+        {"type": "add_item", "item_id": catalogue["sold_out"].pk, "request_id": request_id}
+    )
+    assert replies[-1]["request_id"] == request_id
+
+
+async def test_ok_without_request_id_carries_null(catalogue, cart, open_tab):
+    tab = await open_tab(cart)
+    replies = await tab.request({"type": "add_item", "item_id": catalogue["plenty"].pk})
+    assert replies[-1] == {"type": "ok", "request_id": None}
+
+
+async def test_remove_item_takes_one_unit_and_deletes_the_line_at_zero(catalogue, cart, open_tab):
+    item, other = catalogue["plenty"], catalogue["other"]
+    await database_sync_to_async(CartItem.objects.create)(cart=cart, item=item, quantity=2)
+    await database_sync_to_async(CartItem.objects.create)(cart=cart, item=other, quantity=1)
+    tab = await open_tab(cart)
+    cart_msg, ok = await tab.request({"type": "remove_item", "item_id": item.pk, "request_id": 1})
+    assert_cart_message(cart_msg, cart, [(item.pk, 1), (other.pk, 1)])
+    assert ok["type"] == "ok"
+    cart_msg, _ = await tab.request({"type": "remove_item", "item_id": item.pk})
+    assert_cart_message(cart_msg, cart, [(other.pk, 1)])
+    assert await state(cart) == (2, [(other.pk, 1)])
+    [error] = await tab.request({"type": "remove_item", "item_id": item.pk, "request_id": 3})
+    assert error["code"] == "not_found" and error["request_id"] == 3
+    assert await state(cart) == (2, [(other.pk, 1)])
+
+
+async def test_cannot_add_more_than_the_stock(catalogue, cart, open_tab):
+    tab = await open_tab(cart)
+    item = catalogue["two_left"]
+    for _ in range(2):
+        assert (await tab.request({"type": "add_item", "item_id": item.pk}))[-1]["type"] == "ok"
+    [error] = await tab.request({"type": "add_item", "item_id": item.pk, "request_id": "r"})
+    assert error["type"] == "error" and error["code"] == "out_of_stock"
+    assert error["request_id"] == "r" and error["message"]
+    assert await state(cart) == (2, [(item.pk, 2)])
+
+
+@pytest.mark.parametrize(
+    ("item_key", "code"),
+    [("sold_out", "out_of_stock"), ("unreleased", "not_found"), (None, "not_found")],
+)
+async def test_refused_items(catalogue, cart, open_tab, item_key, code):
+    tab = await open_tab(cart)
+    item_id = catalogue[item_key].pk if item_key else 987654
+    [error] = await tab.request({"type": "add_item", "item_id": item_id, "request_id": 5})
+    assert error["code"] == code and error["request_id"] == 5
+    assert await state(cart) == (0, [])
+
+
+TOO_LARGE = json.dumps({"type": "add_item", "item_id": 1, "pad": "€" * 1400})  # > 4 KiB as UTF-8
+
+BAD_TEXT = [
+    ("not json", "invalid_message", False),
+    ("[1, 2]", "invalid_message", False),
+    ('"add_item"', "invalid_message", False),
+    ("42", "invalid_message", False),
+    ("null", "invalid_message", False),
+    ('{"type": "add_item", "item_id": NaN}', "invalid_message", False),
+    ("[" * 5000, "too_large", False),
+    ("[" * 4000 + "]" * 90, "invalid_message", False),
+    (TOO_LARGE, "too_large", False),
+    ('{"item_id": 1, "request_id": "q"}', "invalid_message", True),
+    ('{"type": 3, "item_id": 1, "request_id": "q"}', "invalid_message", True),
+    ('{"type": "checkout", "request_id": "q"}', "unknown_type", True),
+    ('{"type": "ADD_ITEM", "item_id": 1, "request_id": "q"}', "unknown_type", True),
+    ('{"type": "add_item", "request_id": "q"}', "invalid_message", True),
+    ('{"type": "add_item", "item_id": "1", "request_id": "q"}', "invalid_message", True),
+    ('{"type": "add_item", "item_id": 1.0, "request_id": "q"}', "invalid_message", True),
+    ('{"type": "add_item", "item_id": true, "request_id": "q"}', "invalid_message", True),
+    ('{"type": "add_item", "item_id": null, "request_id": "q"}', "invalid_message", True),
+    ('{"type": "remove_item", "item_id": [1], "request_id": "q"}', "invalid_message", True),
+    ('{"type": "add_item", "item_id": -1, "request_id": "q"}', "not_found", True),
+    (
+        '{"type": "add_item", "item_id": 99999999999999999999999, "request_id": "q"}',
+        "not_found",
+        True,
+    ),
+    (
+        '{"type": "remove_item", "item_id": 99999999999999999999999, "request_id": "q"}',
+        "not_found",
+        True,
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "code", "echoes"), BAD_TEXT)
+async def test_bad_input_is_refused_and_changes_nothing(
+    catalogue, cart, open_tab, text, code, echoes
+):
+    await database_sync_to_async(CartItem.objects.create)(
+        cart=cart, item=catalogue["other"], quantity=1
+    )
+    tab = await open_tab(cart)
+    before = await state(cart)
+    await tab.send_text(text)
+    error = await tab.receive()
+    assert error["type"] == "error" and error["code"] == code
+    assert isinstance(error["message"], str) and error["message"]
+    assert ("request_id" in error) == echoes
+    if echoes:
+        assert error["request_id"] == "q"
+    assert await tab.nothing_more()
+    assert await state(cart) == before
+    # The socket is still open and serves the next valid message.
+    replies = await tab.request({"type": "add_item", "item_id": catalogue["plenty"].pk})
+    assert replies[-1]["type"] == "ok"
+
+
+async def test_binary_frames_are_invalid(catalogue, cart, open_tab):
+    tab = await open_tab(cart)
+    await tab.send_bytes(
+        json.dumps({"type": "add_item", "item_id": catalogue["plenty"].pk}).encode()
+    )
+    error = await tab.receive()
+    assert error["code"] == "invalid_message"
+    assert await state(cart) == (0, [])
+    assert (await tab.request({"type": "add_item", "item_id": catalogue["plenty"].pk}))[-1][
+        "type"
+    ] == "ok"
+
+
+async def test_a_frame_of_exactly_4_kib_is_accepted(catalogue, cart, open_tab):
+    tab = await open_tab(cart)
+    message = {"type": "add_item", "item_id": catalogue["plenty"].pk, "request_id": ""}
+    padding = MAX_FRAME_BYTES - len(json.dumps(message).encode())
+    message["request_id"] = "é" * (padding // 2) + "x" * (padding % 2)
+    assert len(json.dumps(message, ensure_ascii=False).encode()) == MAX_FRAME_BYTES
+    await tab.send_text(json.dumps(message, ensure_ascii=False))
+    replies = [await tab.receive(), await tab.receive()]
+    assert [reply["type"] for reply in replies] == ["cart", "ok"]
+
+
+async def test_more_than_20_messages_a_second_are_rate_limited(catalogue, cart, open_tab):
+    tab = await open_tab(cart)
+    item = catalogue["plenty"]
+    # Messages that need no database work, so that all of them land within one second.
+    for n in range(RATE_LIMIT):
+        await tab.send({"type": "ping", "request_id": n})
+    for n in range(RATE_LIMIT):
+        assert await tab.receive() == {
+            "type": "error",
+            "code": "unknown_type",
+            "message": "Unknown message type 'ping'.",
+            "request_id": n,
+        }
+    await tab.send({"type": "add_item", "item_id": item.pk, "request_id": "excess"})
+    error = await tab.receive()
+    assert error["type"] == "error" and error["code"] == "rate_limited"
+    assert await tab.nothing_more()
+    assert await state(cart) == (0, [])  # the excess message was not processed
+    await asyncio.sleep(1.05)
+    replies = await tab.request({"type": "add_item", "item_id": item.pk})
+    assert replies[-1]["type"] == "ok"
+    assert await state(cart) == (1, [(item.pk, 1)])
+
+
+async def test_every_tab_of_a_cart_receives_every_change(catalogue, cart, open_tab):
+    first, second = await open_tab(cart, page="/"), await open_tab(cart, page="/checkout/")
+    stranger = await open_tab(await database_sync_to_async(Cart.objects.create)())
+    item = catalogue["plenty"]
+    await first.request({"type": "add_item", "item_id": item.pk})
+    assert_cart_message(await second.receive(), cart, [(item.pk, 1)])
+    await second.request({"type": "add_item", "item_id": item.pk})
+    assert_cart_message(await first.receive(), cart, [(item.pk, 2)])
+    await second.request({"type": "remove_item", "item_id": item.pk})
+    assert_cart_message(await first.receive(), cart, [(item.pk, 1)])
+    # The tab that made a change gets its cart once, not echoed again from the group.
+    assert await first.nothing_more() and await second.nothing_more()
+    assert await stranger.nothing_more()
+
+
+async def test_a_cart_survives_reconnects(catalogue, cart, open_tab):
+    tab = await open_tab(cart)
+    await tab.request({"type": "add_item", "item_id": catalogue["plenty"].pk})
+    await tab.communicator.disconnect()
+    again = await open_tab(cart)
+    assert_cart_message(again.first, cart, [(catalogue["plenty"].pk, 1)])
+
+
+async def test_stock_level_changes_are_pushed_to_every_page(catalogue, cart, open_tab):
+    item = catalogue["plenty"]  # 12: high
+    tab = await open_tab(cart)
+    other_cart_tab = await open_tab(await database_sync_to_async(Cart.objects.create)())
+
+    async def set_stock(stock: int) -> None:
+        def save() -> None:
+            fresh = Item.objects.get(pk=item.pk)
+            fresh.stock = stock
+            fresh.save()
+
+        await database_sync_to_async(save)()
+
+    await set_stock(11)  # still high: nothing to push
+    assert await tab.nothing_more()
+    await set_stock(3)
+    for page in (tab, other_cart_tab):
+        assert await page.receive() == {"type": "stock", "item_id": item.pk, "level": "low"}
+    await set_stock(0)
+    assert await tab.receive() == {"type": "stock", "item_id": item.pk, "level": "out"}
+    assert await tab.nothing_more()
+
+
+async def test_checkout_empties_every_tab_and_pushes_stock(catalogue, cart, open_tab):
+    item = catalogue["two_left"]  # 2: low -> 0: out
+    await database_sync_to_async(CartItem.objects.create)(cart=cart, item=item, quantity=2)
+    first, second = await open_tab(cart), await open_tab(cart)
+    onlooker = await open_tab(await database_sync_to_async(Cart.objects.create)())
+    key = await database_sync_to_async(session_with_cart)(cart)
+
+    def buy() -> int:
+        client = Client()
+        client.cookies["sessionid"] = key
+        return client.post("/checkout/").status_code
+
+    assert await database_sync_to_async(buy)() == 302
+    for tab in (first, second):
+        messages = [await tab.receive(), await tab.receive()]
+        carts = [m for m in messages if m["type"] == "cart"]
+        assert len(carts) == 1
+        assert_cart_message(carts[0], cart, [])
+        assert {"type": "stock", "item_id": item.pk, "level": "out"} in messages
+    assert await onlooker.receive() == {"type": "stock", "item_id": item.pk, "level": "out"}
+    assert await onlooker.nothing_more()
+
+
+async def test_disallowed_origin_is_refused_at_the_handshake(cart):
+    key = await database_sync_to_async(session_with_cart)(cart)
+    comm = communicator(key, origin="http://evil.example")
+    connected, _ = await comm.connect()
+    assert not connected
+    allowed = communicator(key)
+    connected, _ = await allowed.connect()
+    assert connected
+    await allowed.disconnect()
+
+
+@pytest.mark.parametrize("session", ["none", "empty", "deleted_cart"])
+async def test_a_session_without_a_cart_gets_no_cart_and_is_closed(cart, session):
+    if session == "none":
+        key = None
+    elif session == "empty":
+        key = await database_sync_to_async(session_with_cart)(None)
+    else:
+        key = await database_sync_to_async(session_with_cart)(cart)
+        await database_sync_to_async(cart.delete)()
+    comm = communicator(key)
+    connected, _ = await comm.connect()
+    assert connected
+    error = json.loads(await comm.receive_from())
+    assert error["type"] == "error" and error["code"] == "no_cart"
+    closed = await comm.receive_output()
+    assert closed == {"type": "websocket.close", "code": NO_CART_CLOSE_CODE}
+
+
+@pytest.mark.parametrize(
+    ("query", "page"),
+    [
+        (b"page=/products/x/", "/products/x/"),
+        (b"page=%2Fcheckout%2F", "/checkout/"),
+        (b"", "/"),
+        (b"page=checkout", "/"),
+        (b"page=https://evil.example/", "/"),
+        (b"page=/" + b"a" * 200, "/"),
+        (b"page=/" + b"a" * 199, "/" + "a" * 199),
+        (b"page=/a%0Ab", "/"),
+    ],
+)
+def test_page_parameter_is_validated(query, page):
+    assert clean_page(query) == page
