@@ -1,6 +1,7 @@
 """Helpers shared by the dashboard tests: presence rows, a client-side diff applier and a
 from-scratch recomputation of the aggregates (the oracle the incremental code must match)."""
 
+import asyncio
 from typing import Any, NamedTuple
 
 
@@ -83,3 +84,13 @@ def recompute(presences: list) -> dict[str, Any]:
         "pages_by_path": paths,
         "carts": carts,
     }
+
+
+async def settled(hub) -> None:
+    """Wait until `hub` has sent every pending change (and its subscribers got it)."""
+    for _ in range(400):
+        if not hub.pending:
+            await asyncio.sleep(0)
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("the hub did not flush")

@@ -1,0 +1,87 @@
+"""The staff socket `/ws/dashboard/?token=...` (DESIGN §4), behind `StaffTokenAuthMiddleware`.
+
+server -> staff: the hub's `snapshot`, then its `diff`s (see `dashboard.hub`), each with a
+`catalog` `{"<item_id>": {"product", "size", "stock", "level"}}` read fresh from the
+database for the items it mentions; and `{"type": "stock", "item_id": "<id>", "product",
+"size", "stock", "level"}` when the shop pushes a stock level change. The staff client
+sends nothing.
+"""
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from shop.broadcast import STOCK_GROUP
+
+from .catalog import describe_items
+from .hub import get_hub
+from .middleware import get_staff_user
+
+logger = logging.getLogger(__name__)
+
+# How often an open staff socket re-checks that its user is still active staff. Closing
+# within 60 s of a demotion needs this well below 60; tests lower it.
+RECHECK_SECONDS = 20.0
+# Close code when the user lost staff or active status, or was deleted. The page stops
+# reconnecting with it and reloads (landing on the login or 403 page).
+NOT_STAFF_CLOSE_CODE = 4403
+
+
+class DashboardConsumer(AsyncWebsocketConsumer):
+    """One staff dashboard: forwards this node's aggregates and the shop's stock changes."""
+
+    async def connect(self) -> None:
+        self.user_id = self.scope["user"].pk
+        self.hub = await get_hub()
+        # Stock events go through the same queue as the hub's messages, so everything
+        # reaches the client in the order it happened here.
+        await self.channel_layer.group_add(STOCK_GROUP, self.channel_name)
+        await self.accept()
+        self.queue = self.hub.register()
+        self.tasks = [asyncio.create_task(self._pump()), asyncio.create_task(self._recheck())]
+
+    async def disconnect(self, code: int) -> None:
+        for task in getattr(self, "tasks", ()):
+            task.cancel()
+        if hasattr(self, "queue"):
+            self.hub.unregister(self.queue)
+        await self.channel_layer.group_discard(STOCK_GROUP, self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        pass  # the staff client has nothing to say
+
+    async def stock_changed(self, event: dict[str, Any]) -> None:
+        self.queue.put_nowait({"type": "stock", "item_id": str(event["item_id"])})
+
+    async def _pump(self) -> None:
+        try:
+            while True:
+                message = await self.queue.get()
+                message = await self._present(message)
+                if message is not None:
+                    await self.send(text_data=json.dumps(message))
+        except Exception:
+            logger.exception("staff socket feed failed")
+            await self.close(code=1011)
+
+    async def _present(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        """The message as the client gets it, with catalogue details from the database."""
+        if message["type"] == "stock":
+            catalog = await database_sync_to_async(describe_items)([message["item_id"]])
+            entry = catalog.get(message["item_id"])
+            return {**message, **entry} if entry is not None else None
+        items = message["stats"].get("items", {})
+        ids = [item_id for item_id, quantity in items.items() if quantity]
+        catalog = await database_sync_to_async(describe_items)(ids) if ids else {}
+        return {**message, "catalog": catalog}
+
+    async def _recheck(self) -> None:
+        while True:
+            await asyncio.sleep(RECHECK_SECONDS)
+            if await database_sync_to_async(get_staff_user)(self.user_id) is None:
+                await self.close(code=NOT_STAFF_CLOSE_CODE)
+                return

@@ -1,0 +1,229 @@
+"""The staff socket: the handshake's auth matrix, the feed, and demoted staff."""
+
+import json
+import time
+from decimal import Decimal
+
+import pytest
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.contrib.sessions.backends.db import SessionStore
+from django.core import signing
+
+from dashboard import consumers
+from dashboard.tokens import MAX_AGE, SALT, issue_token
+from shop.broadcast import publish_stock
+from shop.carts import StockChange
+from shop.models import Item, Product
+
+from .conftest import staff_socket
+from .support import row, settled
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def signed_ago(seconds: int, payload: dict) -> str:
+    class PastSigner(signing.TimestampSigner):
+        def timestamp(self) -> str:
+            return signing.b62_encode(int(time.time()) - seconds)
+
+    return PastSigner(salt=SALT).sign_object(payload)
+
+
+def staff_session_cookie(user) -> str:
+    """The session cookie of `user` logged in, as a browser would send it."""
+    session = SessionStore()
+    session["_auth_user_id"] = str(user.pk)
+    session["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
+    session["_auth_user_hash"] = user.get_session_auth_hash()
+    session.save()
+    return f"{settings.SESSION_COOKIE_NAME}={session.session_key}"
+
+
+async def assert_refused(communicator) -> None:
+    connected, _ = await communicator.connect()
+    assert connected is False  # closed before accept: daphne answers the handshake with 403
+    await communicator.disconnect()
+
+
+async def test_refused_without_token(hub):
+    await assert_refused(staff_socket(None))
+
+
+async def test_refused_with_empty_token(hub):
+    await assert_refused(staff_socket(""))
+
+
+async def test_refused_with_garbage_token(hub):
+    await assert_refused(staff_socket("garbage"))
+
+
+async def test_refused_with_tampered_token(hub, staff, shopper):
+    genuine = issue_token(shopper)  # "payload:timestamp:signature"
+    payload = json.dumps({"uid": staff.pk, "username": "staffer"}, separators=(",", ":"))
+    tampered = signing.b64_encode(payload.encode()).decode() + ":" + genuine.split(":", 1)[1]
+    await assert_refused(staff_socket(tampered))
+
+
+async def test_refused_with_token_signed_under_another_salt(hub, staff):
+    token = signing.dumps({"uid": staff.pk, "username": "staffer"})
+    await assert_refused(staff_socket(token))
+
+
+async def test_refused_with_expired_token(hub, staff):
+    token = signed_ago(MAX_AGE + 2, {"uid": staff.pk, "username": "staffer"})
+    await assert_refused(staff_socket(token))
+
+
+async def test_refused_for_anonymous_even_with_a_staff_session_cookie(hub, staff):
+    # The cookie alone proves nothing: any page on an allowed origin could send it.
+    cookie = await database_sync_to_async(staff_session_cookie)(staff)
+    await assert_refused(staff_socket(None, cookie=cookie))
+
+
+async def test_refused_for_non_staff_user(hub, shopper):
+    await assert_refused(staff_socket(issue_token(shopper)))
+
+
+async def test_refused_for_inactive_staff(hub, django_user_model):
+    user = await database_sync_to_async(django_user_model.objects.create_user)(
+        "retired", is_staff=True, is_active=False
+    )
+    await assert_refused(staff_socket(issue_token(user)))
+
+
+async def test_refused_for_deleted_user(hub, staff):
+    token = issue_token(staff)
+    await database_sync_to_async(staff.delete)()
+    await assert_refused(staff_socket(token))
+
+
+async def test_refused_from_a_disallowed_origin(hub, staff):
+    await assert_refused(staff_socket(issue_token(staff), origin=b"http://evil.example"))
+
+
+async def test_refused_without_origin(hub, staff):
+    await assert_refused(staff_socket(issue_token(staff), origin=None))
+
+
+async def test_staff_token_is_accepted_and_gets_a_snapshot(hub, staff):
+    hub.set_replicas({"node-a": "up", "node-b": "down"})
+    hub.node = "node-a"
+    await settled(hub)
+    communicator = staff_socket(issue_token(staff))
+    connected, _ = await communicator.connect()
+    assert connected
+    snapshot = await communicator.receive_json_from()
+    assert snapshot["type"] == "snapshot"
+    assert snapshot["stats"] == {
+        "shoppers": 0,
+        "pages": 0,
+        "items": {},
+        "pages_by_path": {},
+        "carts": {},
+    }
+    assert snapshot["replicas"] == {"node-a": "up", "node-b": "down"}
+    assert snapshot["node"] == "node-a"
+    assert snapshot["catalog"] == {}
+    assert isinstance(snapshot["t"], float)
+    assert snapshot["history"]
+    await communicator.disconnect()
+    assert hub.subscriber_count == 0
+
+
+async def connected_staff(user):
+    communicator = staff_socket(issue_token(user))
+    connected, _ = await communicator.connect()
+    assert connected
+    snapshot = await communicator.receive_json_from()
+    assert snapshot["type"] == "snapshot"
+    return communicator, snapshot
+
+
+def make_item(size: str = "42", stock: int = 7) -> Item:
+    product, _ = Product.objects.get_or_create(
+        slug="trail-boot",
+        defaults={
+            "name": "Trail Boot",
+            "brand": "Acme",
+            "colour": "olive",
+            "price": Decimal("120.00"),
+            "released": True,
+        },
+    )
+    return Item.objects.create(product=product, size=size, stock=stock)
+
+
+async def test_diffs_carry_the_catalogue_of_the_items_they_mention(hub, staff):
+    item = await database_sync_to_async(make_item)(stock=7)
+    communicator, _ = await connected_staff(staff)
+    hub.feed({"carts": ([row("r1", "cart-a", items={item.pk: 2}, page="/p/")], [])})
+    diff = await communicator.receive_json_from()
+    assert diff["type"] == "diff"
+    assert diff["stats"]["items"] == {str(item.pk): 2}
+    assert diff["stats"]["shoppers"] == 1
+    assert diff["catalog"] == {
+        str(item.pk): {"product": "Acme Trail Boot", "size": "42", "stock": 7, "level": "medium"}
+    }
+    # A later snapshot describes what is in carts by then.
+    await settled(hub)
+    late, snapshot = await connected_staff(staff)
+    assert snapshot["stats"]["items"] == {str(item.pk): 2}
+    assert snapshot["catalog"][str(item.pk)]["stock"] == 7
+    await late.disconnect()
+    await communicator.disconnect()
+
+
+async def test_a_missing_item_is_left_out_of_the_catalogue(hub, staff):
+    communicator, _ = await connected_staff(staff)
+    hub.feed({"carts": ([row("r1", "cart-a", items={"999999": 1})], [])})
+    diff = await communicator.receive_json_from()
+    assert diff["stats"]["items"] == {"999999": 1}
+    assert diff["catalog"] == {}
+    await communicator.disconnect()
+
+
+async def test_stock_level_changes_are_forwarded_with_the_exact_stock(hub, staff):
+    item = await database_sync_to_async(make_item)(stock=2)
+    communicator, _ = await connected_staff(staff)
+    await publish_stock([StockChange(item.pk, "low")])
+    message = await communicator.receive_json_from()
+    assert message == {
+        "type": "stock",
+        "item_id": str(item.pk),
+        "product": "Acme Trail Boot",
+        "size": "42",
+        "stock": 2,
+        "level": "low",
+    }
+    await communicator.disconnect()
+
+
+async def test_other_topics_and_disconnected_sockets_get_nothing(hub, staff):
+    communicator, _ = await connected_staff(staff)
+    hub.feed({"rooms": ([row("r1", "x")], [])})
+    assert await communicator.receive_nothing(0.1)
+    await communicator.disconnect()
+    assert hub.subscriber_count == 0
+
+
+@pytest.mark.parametrize("change", ["demoted", "deactivated", "deleted"])
+async def test_open_socket_closes_when_its_user_stops_being_staff(hub, staff, monkeypatch, change):
+    monkeypatch.setattr(consumers, "RECHECK_SECONDS", 0.05)
+    communicator, _ = await connected_staff(staff)
+    assert await communicator.receive_nothing(0.2)  # re-checked a few times, still staff
+    if change == "demoted":
+        await database_sync_to_async(type(staff).objects.filter(pk=staff.pk).update)(is_staff=False)
+    elif change == "deactivated":
+        await database_sync_to_async(type(staff).objects.filter(pk=staff.pk).update)(
+            is_active=False
+        )
+    else:
+        await database_sync_to_async(staff.delete)()
+    closed = await communicator.receive_output(timeout=2)
+    assert closed == {"type": "websocket.close", "code": consumers.NOT_STAFF_CLOSE_CODE}
+    await communicator.disconnect()
+
+
+def test_recheck_interval_closes_demoted_sockets_within_a_minute():
+    assert consumers.RECHECK_SECONDS <= 30
