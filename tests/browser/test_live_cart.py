@@ -32,5 +32,14 @@ def test_adding_in_one_tab_updates_the_cart_count_in_the_other(
         second.locator("[data-remove]").first.click()
         expect(first.locator("#cart-count")).to_have_text("0")
         expect(second.locator("#cart-empty")).to_be_visible()
+
+        # Buying in one tab empties the cart in the other.
+        first.locator(".size:not([disabled])").first.click()
+        expect(first.locator("#cart-count")).to_have_text("1")
+        second.goto(f"{shop_server.url}/checkout/")
+        wait_connected(second)
+        second.get_by_role("button", name="Buy now").click()
+        expect(second.locator(".message--success")).to_contain_text("Thank you!")
+        expect(first.locator("#cart-count")).to_have_text("0")
     finally:
         context.close()

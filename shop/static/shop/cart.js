@@ -18,6 +18,7 @@ const statusEl = document.getElementById("cart-status");
 const checkoutEl = document.getElementById("checkout");
 
 let socket = null;
+let buying = false;
 let retryDelay = 500;
 let nextRequestId = 1;
 const pending = new Map(); // request_id -> button waiting for the reply
@@ -71,8 +72,9 @@ function renderCart(cart) {
   countEl.dataset.count = cart.total_quantity;
   linesEl.replaceChildren(...cart.items.map(renderLine));
   emptyEl.hidden = cart.items.length > 0;
-  // The checkout page is server-rendered: reload it (as a GET) when the cart differs.
-  if (checkoutEl && checkoutEl.dataset.cartSignature !== signature(cart)) {
+  // The checkout page is server-rendered: reload it (as a GET) when the cart differs,
+  // unless this page is buying it (the purchase's own answer is on its way).
+  if (checkoutEl && !buying && checkoutEl.dataset.cartSignature !== signature(cart)) {
     window.location.assign(window.location.pathname);
   }
 }
@@ -148,6 +150,10 @@ function connect() {
     retryDelay = Math.min(retryDelay * 2, 10000);
   });
 }
+
+checkoutEl?.querySelector("form")?.addEventListener("submit", () => {
+  buying = true;
+});
 
 toggle.addEventListener("click", () => {
   panel.hidden = !panel.hidden;
