@@ -24,7 +24,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 
@@ -35,6 +35,22 @@ HISTORY_SECONDS = 15 * 60
 REPLICA_POLL_SECONDS = 1.0  # the tracker reports replica changes only when asked
 
 Message = dict[str, Any]
+
+
+class _Row(NamedTuple):
+    """A current row as `Tracker.presence()` lists it, with what the aggregator reads."""
+
+    key: str
+    meta: dict[str, Any]
+    ref: str
+
+
+def _current_rows(tracker: Any) -> list[_Row]:
+    return [
+        _Row(key, meta, meta["ref"])
+        for key, group in tracker.presence(TOPIC).items()
+        for meta in group["metas"]
+    ]
 
 
 class DashboardHub:
@@ -166,10 +182,11 @@ class DashboardHub:
     def attach(self, tracker: Any) -> None:
         """Follow `tracker` (this process's): its current `carts` rows, then its diffs."""
         self.node = tracker.replica_id
-        # Subscribing and reading the current rows in one synchronous step loses no change
-        # and counts none twice: diffs only arrive on later loop iterations.
+        # Subscribing and reading the current rows in one synchronous step loses no change.
+        # A change already buffered for earlier subscribers may still reach us after the
+        # read: the aggregator ignores a join it has and a leave of a row it never had.
         unsubscribe = tracker.subscribe(self.feed)
-        self.feed({TOPIC: (tracker.rows(TOPIC), [])})
+        self.feed({TOPIC: (_current_rows(tracker), [])})
         self.set_replicas(tracker.replicas())
         poller = asyncio.get_running_loop().create_task(self._poll_replicas(tracker))
 
