@@ -6,25 +6,30 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.contrib import messages
-from django.db.models import Prefetch
+from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
 from shop import carts
 from shop.broadcast import publish_cart, publish_stock
-from shop.models import CartItem, Item, Product
+from shop.models import Cart, CartItem, Item, Product
 
 
 def _render(
-    request: HttpRequest, template: str, context: dict[str, Any], status: int = 200
+    request: HttpRequest,
+    template: str,
+    context: dict[str, Any],
+    *,
+    cart: Cart | None = None,
+    status: int = 200,
 ) -> HttpResponse:
     """Render a storefront page with the session's cart for the header widget."""
-    cart = carts.cart_for_request(request)
+    cart = cart or carts.cart_for_request(request)
     return render(request, template, {**context, "cart": carts.snapshot(cart)}, status=status)
 
 
-def _released_products():
+def _released_products() -> QuerySet[Product]:
     return Product.objects.filter(released=True).prefetch_related(
         Prefetch("items", queryset=Item.objects.order_by("position", "id"))
     )
@@ -74,4 +79,4 @@ def checkout(request: HttpRequest) -> HttpResponse:
         "total": sum((line.subtotal for line in lines), Decimal("0.00")),
         "signature": ",".join(f"{x.line.item_id}:{x.line.quantity}" for x in lines),
     }
-    return _render(request, "shop/checkout.html", context, status=status)
+    return _render(request, "shop/checkout.html", context, cart=cart, status=status)
