@@ -75,7 +75,7 @@ class Cluster:
             self.transfer(self.name(args[0]), self.name(args[1]))
         elif kind in {"down", "up"}:
             at, peer = self.name(args[0]), self.name(args[1])
-            if at != peer:
+            if at != peer and peer not in self.crashed:  # nothing brings a dead peer up
                 getattr(self.states[at], f"replica_{kind}")(peer)
 
     def merge(self, receiver: str, delta) -> None:

@@ -1,0 +1,94 @@
+"""The tracker's options and their defaults: the one place they are documented.
+
+Phoenix Tracker defaults to a 1.5 s broadcast period, which suits chat rosters; a live
+staff dashboard wants a change on screen well inside a second, so ours is 0.2 s. A change
+after a quiet period is not held back at all: it goes out at once, and only changes that
+follow within one period are batched into the next heartbeat.
+
+| option               | default          | meaning |
+|----------------------|------------------|---------|
+| broadcast_period     | 0.2 s            | at most one delta heartbeat per period and shard |
+| max_silent_periods   | 5                | a quiet replica still sends an empty heartbeat every 5 periods (1 s) |
+| down_period          | 5.0 s            | a peer silent this long is down: its rows are hidden (5 missed heartbeats, so a loaded event loop or a short Redis hiccup is not a death) |
+| permdown_period      | 300 s            | a peer silent this long is gone: its rows and clock are purged (Phoenix: 20 min; ours is shorter since deploys replace replicas at once anyway) |
+| clock_sample_periods | 2                | every 2 periods, ask peers we are behind for a transfer (again) |
+| max_delta_sizes      | (100, 1000, 10000) | sizes of the kept delta generations; a peer further behind gets the full state |
+| pool_size            | 1                | shards per tracker, chosen by a stable hash of the topic |
+| redis_url            | None             | None: the in-process transport (one node); else Redis pub/sub |
+| channel_prefix       | "tracker"        | prefix of the Redis channels |
+| node_name            | hostname:pid     | the stable part of the replica id; a new replica with the same name replaces the old one at once |
+
+Constraints (checked, with a clear error): every period is positive;
+down_period >= 2 x broadcast_period x max_silent_periods (a quiet but healthy peer must
+never look dead); permdown_period > down_period; delta sizes positive and increasing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+class ConfigurationError(ValueError):
+    """An invalid tracker option or combination of options."""
+
+
+@dataclass(frozen=True)
+class TrackerOptions:
+    broadcast_period: float = 0.2
+    max_silent_periods: int = 5
+    down_period: float = 5.0
+    permdown_period: float = 300.0
+    clock_sample_periods: int = 2
+    max_delta_sizes: tuple[int, ...] = (100, 1000, 10000)
+    pool_size: int = 1
+    redis_url: str | None = None
+    channel_prefix: str = "tracker"
+    node_name: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "max_delta_sizes", tuple(self.max_delta_sizes))
+        if not self.broadcast_period > 0:
+            raise ConfigurationError("broadcast_period must be positive")
+        for name in ("max_silent_periods", "clock_sample_periods", "pool_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigurationError(f"{name} must be a whole number >= 1, not {value!r}")
+        heartbeat_gap = self.broadcast_period * self.max_silent_periods
+        if self.down_period < 2 * heartbeat_gap:
+            raise ConfigurationError(
+                f"down_period ({self.down_period} s) must be at least twice the longest gap "
+                f"between heartbeats, broadcast_period x max_silent_periods = {heartbeat_gap} s; "
+                "otherwise a quiet, healthy peer would be marked down"
+            )
+        if self.permdown_period <= self.down_period:
+            raise ConfigurationError(
+                f"permdown_period ({self.permdown_period} s) must be longer than "
+                f"down_period ({self.down_period} s)"
+            )
+        sizes = self.max_delta_sizes
+        if not sizes or any(s < 1 for s in sizes) or list(sizes) != sorted(set(sizes)):
+            raise ConfigurationError(
+                f"max_delta_sizes must be positive and strictly increasing, not {sizes!r}"
+            )
+        if not self.channel_prefix or ":" in self.channel_prefix:
+            raise ConfigurationError("channel_prefix must be non-empty and contain no ':'")
+
+    @property
+    def silent_heartbeat_interval(self) -> float:
+        return self.broadcast_period * self.max_silent_periods
+
+    @property
+    def clock_sample_interval(self) -> float:
+        return self.broadcast_period * self.clock_sample_periods
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> TrackerOptions:
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ConfigurationError(
+                f"unknown tracker option(s): {', '.join(sorted(unknown))}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+        return cls(**values)

@@ -1,0 +1,423 @@
+"""The `Tracker` facade: the public API over a pool of shards and one transport.
+
+    t = Tracker(name="carts", redis_url=None | "redis://...", broadcast_period=0.2)
+    await t.start()
+    ref = await t.track(conn, topic, key, meta)
+    t.list(topic); t.get_by_key(topic, key); t.presence(topic)
+    unsubscribe = t.subscribe(callback)   # callback({topic: (joins, leaves)})
+    await t.stop(graceful=True)
+
+Writes change local memory at once and return; replication happens in the background.
+Reads are served from local memory. One Tracker is one replica in one event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import logging
+import os
+import secrets
+import socket
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from . import wire
+from .conf import TrackerOptions
+from .deltas import Presence
+from .shard import Shard
+from .state import DOWN, UP, NotTracked
+from .transports.base import Outgoing, Transport, TransportUnavailable
+from .transports.local import LocalBus, LocalTransport, default_bus
+
+logger = logging.getLogger("tracker")
+
+Diff = dict[str, tuple[list[Presence], list[Presence]]]
+Callback = Callable[[Diff], None] | Callable[[Diff], Awaitable[None]]
+
+
+_instances: dict[str, itertools.count] = {}
+
+
+def new_replica_id(tracker_name: str, node_name: str | None = None) -> str:
+    """`hostname:pid:random`, or `node_name:random`: chosen at start, never reused.
+
+    Peers treat a new id with a known node name as a restart of that node, so further
+    trackers of the same name in one process (simulations, tests) get `hostname:pid.N`.
+    """
+    if node_name is None:
+        n = next(_instances.setdefault(tracker_name, itertools.count(1)))
+        node_name = f"{socket.gethostname()}:{os.getpid()}" + (f".{n}" if n > 1 else "")
+    return f"{node_name}:{secrets.token_hex(4)}"
+
+
+class _DiffBuffer:
+    """Visible changes since the last dispatch, netted: a row that joined and left again
+    (or was hidden and shown again) in between appears in neither list, so the joins and
+    leaves of one diff are always disjoint."""
+
+    def __init__(self) -> None:
+        self.joins: dict[Presence, None] = {}
+        self.leaves: dict[Presence, None] = {}
+
+    def add(self, joins: list[Presence], leaves: list[Presence]) -> None:
+        for row in leaves:
+            if row in self.joins:
+                del self.joins[row]
+            else:
+                self.leaves[row] = None
+        for row in joins:
+            if row in self.leaves:
+                del self.leaves[row]
+            else:
+                self.joins[row] = None
+
+    def take(self) -> Diff:
+        diff: Diff = {}
+        for row in self.joins:
+            diff.setdefault(row.topic, ([], []))[0].append(row)
+        for row in self.leaves:
+            diff.setdefault(row.topic, ([], []))[1].append(row)
+        self.joins, self.leaves = {}, {}
+        return diff
+
+
+class _Subscriber:
+    def __init__(self, callback: Callback) -> None:
+        self.callback = callback
+        self.queue: asyncio.Queue[Diff] | None = None
+        self.task: asyncio.Task | None = None
+        if inspect.iscoroutinefunction(callback):
+            # A coroutine subscriber runs in its own task: a slow one delays only itself.
+            self.queue = asyncio.Queue()
+            self.task = asyncio.create_task(self._drain(), name="tracker-subscriber")
+
+    def deliver(self, diff: Diff) -> None:
+        if self.queue is not None:
+            self.queue.put_nowait(diff)
+            return
+        try:
+            self.callback(diff)
+        except Exception:
+            logger.exception("tracker subscriber %r failed", self.callback)
+
+    async def _drain(self) -> None:
+        while True:
+            diff = await self.queue.get()
+            try:
+                await self.callback(diff)
+            except Exception:
+                logger.exception("tracker subscriber %r failed", self.callback)
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+
+class Tracker:
+    def __init__(
+        self,
+        name: str = "default",
+        *,
+        redis_url: str | None = None,
+        bus: LocalBus | None = None,
+        observer: bool = False,
+        **options: Any,
+    ) -> None:
+        if not name or ":" in name:
+            raise ValueError("a tracker name must be non-empty and contain no ':'")
+        self.name = name
+        self.options = TrackerOptions.from_mapping({"redis_url": redis_url, **options})
+        if bus is not None and self.options.redis_url:
+            raise ValueError("give either redis_url or bus, not both")
+        self.observer = observer
+        self.replica_id = new_replica_id(name, self.options.node_name)
+        self._bus = bus
+        self.transport: Transport | None = None
+        self.shards: list[Shard] = []
+        self._subscribers: list[_Subscriber] = []
+        self._pending = _DiffBuffer()
+        self._dispatch_handle: asyncio.Handle | None = None
+        self._outbox: asyncio.Queue[Outgoing] | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._starting: asyncio.Future | None = None
+        self.running = False
+        self.started_at: float | None = None
+        self.publish_failures = 0
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Join the cluster. Idempotent; concurrent callers wait for the same start.
+        Raises TransportUnavailable when Redis cannot be reached."""
+        if self.running:
+            return
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._start())
+        try:
+            await asyncio.shield(self._starting)
+        except BaseException:
+            if self._starting.done():
+                self._starting = None
+            raise
+
+    async def _start(self) -> None:
+        if self.options.redis_url:
+            from .transports.redis import RedisTransport
+
+            self.transport = RedisTransport(
+                self.options.redis_url,
+                prefix=self.options.channel_prefix,
+                name=self.name,
+                pool_size=self.options.pool_size,
+                replica=self.replica_id,
+            )
+        else:
+            self.transport = LocalTransport(self._bus or default_bus(), self.name, self.replica_id)
+        self.shards = [
+            Shard(i, self.replica_id, self.options, self._send, self._emit, observer=self.observer)
+            for i in range(self.options.pool_size)
+        ]
+        self._outbox = asyncio.Queue()
+        await self.transport.start(self._receive, self._reconnected)
+        self._tasks = [
+            asyncio.create_task(self._run_sender(), name=f"tracker-{self.name}-sender"),
+            asyncio.create_task(self._run_ticker(), name=f"tracker-{self.name}-ticker"),
+        ]
+        self.running = True
+        self.started_at = time.time()
+        for shard in self.shards:
+            shard.flush()  # announce ourselves: peers see us up within one round trip
+        logger.info("tracker %s replica %s started on %s", self.name, self.replica_id,
+                    self.transport.description)
+
+    async def stop(self, graceful: bool = True) -> None:
+        """Leave the cluster. Graceful: peers drop our rows at once; otherwise they find
+        out through down detection, as after a crash."""
+        if not self.running:
+            return
+        self.running = False
+        if graceful:
+            for shard in self.shards:
+                shard.goodbye()
+            try:
+                await asyncio.wait_for(self._outbox.join(), timeout=2.0)
+            except (asyncio.TimeoutError, TimeoutError):
+                logger.warning("tracker %s: goodbye not delivered within 2 s", self.name)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        for shard in self.shards:
+            shard.cancel()
+        for subscriber in self._subscribers:
+            subscriber.close()
+        self._subscribers = []
+        if self._dispatch_handle is not None:
+            self._dispatch_handle.cancel()
+        await self.transport.close()
+        self._starting = None
+
+    async def sync(self, timeout: float = 5.0) -> bool:
+        """Wait until we have heard the cluster and caught up with every peer (what a
+        short-lived observer does before reading). False if the timeout ran out first."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        listen = max(0.3, 2 * self.options.broadcast_period)
+        await asyncio.sleep(min(listen, timeout))
+        while loop.time() < deadline:
+            if not any(
+                shard.state.behind(peer)
+                for shard in self.shards
+                for peer, status in shard.state.replicas.items()
+                if status == UP
+            ):
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+    # -- writes --------------------------------------------------------------------------
+
+    async def track(self, conn: str, topic: str, key: str, meta: dict[str, Any]) -> str:
+        """Track `conn` on `topic` under `key`; returns the new row's ref.
+        Raises AlreadyTracked if that (conn, topic, key) is tracked already."""
+        shard = self._shard_for(topic, conn, key)
+        row = shard.state.join(conn, topic, key, wire.normalize_meta(meta))
+        self._emit([row], [])
+        shard.changed()
+        return row.ref
+
+    async def update(self, conn: str, topic: str, key: str, meta: dict[str, Any]) -> str:
+        """Replace the meta of a tracked row; returns the new ref (the old one leaves).
+        Raises NotTracked if the row is not tracked."""
+        shard = self._shard_for(topic, conn, key)
+        joins, leaves = shard.state.update(conn, topic, key, wire.normalize_meta(meta))
+        self._emit(joins, leaves)
+        shard.changed()
+        return joins[0].ref
+
+    async def untrack(self, conn: str, topic: str, key: str) -> None:
+        """Stop tracking one row; untracking what is not tracked does nothing."""
+        shard = self._shard_for(topic, conn, key)
+        try:
+            row = shard.state.leave(conn, topic, key)
+        except NotTracked:
+            return
+        self._emit([], [row])
+        shard.changed()
+
+    async def untrack_all(self, conn: str) -> None:
+        """Stop tracking every row of `conn` (on every topic)."""
+        self._check_running()
+        for shard in self.shards:
+            rows = shard.state.leave_conn(conn)
+            if rows:
+                self._emit([], rows)
+                shard.changed()
+
+    def _shard_for(self, topic: str, conn: str, key: str) -> Shard:
+        self._check_running()
+        for name, value in (("topic", topic), ("conn", conn), ("key", key)):
+            if not isinstance(value, str):
+                raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+        return self.shards[self._shard_index(topic)]
+
+    def _shard_index(self, topic: str) -> int:
+        # A stable hash: every node must pick the same shard (and channel) for a topic.
+        count = len(self.shards)
+        return 0 if count == 1 else zlib.crc32(topic.encode()) % count
+
+    def _check_running(self) -> None:
+        if not self.running:
+            raise RuntimeError(f"tracker {self.name!r} is not running; await start() first")
+        if self.observer:
+            raise RuntimeError("an observer tracker does not track")
+
+    # -- reads (local memory) ------------------------------------------------------------
+
+    def _state_for(self, topic: str):
+        return self.shards[self._shard_index(topic)].state if self.shards else None
+
+    def list(self, topic: str) -> list[tuple[str, dict[str, Any]]]:
+        """Every visible presence on `topic` as (key, meta)."""
+        state = self._state_for(topic)
+        return state.list(topic) if state else []
+
+    def get_by_key(self, topic: str, key: str) -> list[tuple[str, dict[str, Any]]]:
+        """The presences of one key as (conn, meta)."""
+        state = self._state_for(topic)
+        return state.get_by_key(topic, key) if state else []
+
+    def presence(self, topic: str) -> dict[str, dict[str, list[dict[str, Any]]]]:
+        """Grouped by key, as Phoenix Presence: {key: {"metas": [meta + {"ref": ...}]}}."""
+        state = self._state_for(topic)
+        grouped: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        if state is None:
+            return grouped
+        for key, rows in state.topics.get(topic, {}).items():
+            grouped[key] = {"metas": [{**row.meta, "ref": row.ref} for row in rows]}
+        return grouped
+
+    def replicas(self) -> dict[str, str]:
+        """This replica and every peer known to any shard: "up", or "down" if any shard
+        has it down."""
+        result = {self.replica_id: UP} if self.running else {}
+        for shard in self.shards:
+            for peer, status in shard.state.replicas.items():
+                if result.get(peer) != DOWN:
+                    result[peer] = status
+        return result
+
+    def status(self) -> dict[str, Any]:
+        """What operators look at: our clock and rows, and every peer per shard."""
+        return {
+            "tracker": self.name,
+            "replica": self.replica_id,
+            "transport": self.transport.description if self.transport else None,
+            "observer": self.observer,
+            "shards": [
+                {
+                    "index": shard.index,
+                    "clock": shard.state.clock,
+                    "rows": len(shard.state.owned[self.replica_id]),
+                    "peers": shard.peers(),
+                    "stats": vars(shard.stats).copy(),
+                }
+                for shard in self.shards
+            ],
+        }
+
+    # -- subscribers ---------------------------------------------------------------------
+
+    def subscribe(self, callback: Callback) -> Callable[[], None]:
+        """Call `callback({topic: (joins, leaves)})` after every batch of visible changes,
+        local ones in the same loop iteration, remote ones when merged. Within a diff,
+        joins and leaves are disjoint. A plain function must return quickly; a coroutine
+        function runs in its own task. Failures are logged, never propagated."""
+        subscriber = _Subscriber(callback)
+        self._subscribers.append(subscriber)
+
+        def unsubscribe() -> None:
+            if subscriber in self._subscribers:
+                self._subscribers.remove(subscriber)
+                subscriber.close()
+
+        return unsubscribe
+
+    def _emit(self, joins: list[Presence], leaves: list[Presence]) -> None:
+        if not self._subscribers or not (joins or leaves):
+            return
+        self._pending.add(joins, leaves)
+        if self._dispatch_handle is None:
+            self._dispatch_handle = asyncio.get_running_loop().call_soon(self._dispatch)
+
+    def _dispatch(self) -> None:
+        self._dispatch_handle = None
+        diff = self._pending.take()
+        if diff:
+            for subscriber in list(self._subscribers):
+                subscriber.deliver(diff)
+
+    # -- transport -----------------------------------------------------------------------
+
+    def _send(self, shard: int, to: str | None, payload: bytes) -> None:
+        self._outbox.put_nowait(Outgoing(shard, to, payload))
+
+    async def _run_sender(self) -> None:
+        outbox = self._outbox
+        while True:
+            batch = [await outbox.get()]
+            while not outbox.empty():
+                batch.append(outbox.get_nowait())
+            try:
+                await self.transport.publish(batch)
+            except TransportUnavailable as error:
+                # Lost messages leave gaps that peers repair by transfer later.
+                self.publish_failures += 1
+                if self.publish_failures == 1 or self.publish_failures % 100 == 0:
+                    logger.warning("tracker %s: %s (%d failures)", self.name, error,
+                                   self.publish_failures)
+            finally:
+                for _ in batch:
+                    outbox.task_done()
+
+    async def _run_ticker(self) -> None:
+        period = self.options.broadcast_period
+        while True:
+            await asyncio.sleep(period)
+            for shard in self.shards:
+                try:
+                    shard.tick()
+                except Exception:
+                    logger.exception("tracker %s: shard %d tick failed", self.name, shard.index)
+
+    def _receive(self, shard: int, payload: bytes) -> None:
+        if self.running:
+            self.shards[shard].receive(payload)
+
+    def _reconnected(self) -> None:
+        for shard in self.shards:
+            shard.reconnected()
