@@ -5,18 +5,23 @@ staff dashboard wants a change on screen well inside a second, so ours is 0.2 s.
 after a quiet period is not held back at all: it goes out at once, and only changes that
 follow within one period are batched into the next heartbeat.
 
-| option               | default          | meaning |
-|----------------------|------------------|---------|
-| broadcast_period     | 0.2 s            | at most one delta heartbeat per period and shard |
-| max_silent_periods   | 5                | a quiet replica still sends an empty heartbeat every 5 periods (1 s) |
-| down_period          | 5.0 s            | a peer silent this long is down: its rows are hidden (5 missed heartbeats, so a loaded event loop or a short Redis hiccup is not a death) |
-| permdown_period      | 300 s            | a peer silent this long is gone: its rows and clock are purged (Phoenix: 20 min; ours is shorter since deploys replace replicas at once anyway) |
-| clock_sample_periods | 2                | every 2 periods, ask peers we are behind for a transfer (again) |
-| max_delta_sizes      | (100, 1000, 10000) | sizes of the kept delta generations; a peer further behind gets the full state |
-| pool_size            | 1                | shards per tracker, chosen by a stable hash of the topic |
-| redis_url            | None             | None: the in-process transport (one node); else Redis pub/sub |
-| channel_prefix       | "tracker"        | prefix of the Redis channels |
-| node_name            | hostname:pid     | the stable part of the replica id; a new replica with the same name replaces the old one at once |
+Options (seconds where it is a duration):
+- broadcast_period = 0.2: at most one delta heartbeat per period and shard.
+- max_silent_periods = 5: a quiet replica still sends an empty heartbeat every
+  5 periods (1 s), so peers know it is alive.
+- down_period = 5.0: a peer silent this long is down and its rows are hidden. Five
+  missed heartbeats: a loaded event loop or a short Redis hiccup is not a death.
+- permdown_period = 300: a peer silent this long is gone; its rows and clock are purged.
+  Phoenix waits 20 min; ours is shorter because deploys replace replicas at once anyway
+  (goodbye, or a new id with the same node name).
+- clock_sample_periods = 2: every 2 periods, ask the peers we are behind for a transfer.
+- max_delta_sizes = (100, 1000, 10000): the kept delta generations; a peer further
+  behind than the largest gets the full state.
+- pool_size = 1: shards per tracker, chosen by a stable hash of the topic.
+- redis_url = None: the in-process transport (one node); else Redis pub/sub.
+- channel_prefix = "tracker": the prefix of the Redis channels.
+- node_name = hostname:pid: the stable part of the replica id; a new replica with the
+  same node name replaces the old one at once.
 
 Constraints (checked, with a clear error): every period is positive;
 down_period >= 2 x broadcast_period x max_silent_periods (a quiet but healthy peer must

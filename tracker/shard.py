@@ -268,4 +268,3 @@ class Shard:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-

@@ -191,8 +191,12 @@ class Tracker:
         self.started_at = time.time()
         for shard in self.shards:
             shard.flush()  # announce ourselves: peers see us up within one round trip
-        logger.info("tracker %s replica %s started on %s", self.name, self.replica_id,
-                    self.transport.description)
+        logger.info(
+            "tracker %s replica %s started on %s",
+            self.name,
+            self.replica_id,
+            self.transport.description,
+        )
 
     async def stop(self, graceful: bool = True) -> None:
         """Leave the cluster. Graceful: peers drop our rows at once; otherwise they find
@@ -205,7 +209,7 @@ class Tracker:
                 shard.goodbye()
             try:
                 await asyncio.wait_for(self._outbox.join(), timeout=2.0)
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 logger.warning("tracker %s: goodbye not delivered within 2 s", self.name)
         for task in self._tasks:
             task.cancel()
@@ -221,13 +225,13 @@ class Tracker:
         await self.transport.close()
         self._starting = None
 
-    async def sync(self, timeout: float = 5.0) -> bool:
+    async def sync(self, within: float = 5.0) -> bool:
         """Wait until we have heard the cluster and caught up with every peer (what a
-        short-lived observer does before reading). False if the timeout ran out first."""
+        short-lived observer does before reading). False if `within` seconds ran out."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + within
         listen = max(0.3, 2 * self.options.broadcast_period)
-        await asyncio.sleep(min(listen, timeout))
+        await asyncio.sleep(min(listen, within))
         while loop.time() < deadline:
             if not any(
                 shard.state.behind(peer)
@@ -398,8 +402,9 @@ class Tracker:
                 # Lost messages leave gaps that peers repair by transfer later.
                 self.publish_failures += 1
                 if self.publish_failures == 1 or self.publish_failures % 100 == 0:
-                    logger.warning("tracker %s: %s (%d failures)", self.name, error,
-                                   self.publish_failures)
+                    logger.warning(
+                        "tracker %s: %s (%d failures)", self.name, error, self.publish_failures
+                    )
             finally:
                 for _ in batch:
                     outbox.task_done()

@@ -15,12 +15,29 @@ TOPICS = ["t0", "t1"]
 KEYS = ["k0", "k1", "k2"]
 
 op = st.one_of(
-    st.tuples(st.just("join"), st.integers(0, 4), st.integers(0, 3), st.sampled_from(TOPICS),
-              st.sampled_from(KEYS), st.integers(0, 9)),
-    st.tuples(st.just("leave"), st.integers(0, 4), st.integers(0, 3), st.sampled_from(TOPICS),
-              st.sampled_from(KEYS)),
-    st.tuples(st.just("update"), st.integers(0, 4), st.integers(0, 3), st.sampled_from(TOPICS),
-              st.sampled_from(KEYS), st.integers(0, 9)),
+    st.tuples(
+        st.just("join"),
+        st.integers(0, 4),
+        st.integers(0, 3),
+        st.sampled_from(TOPICS),
+        st.sampled_from(KEYS),
+        st.integers(0, 9),
+    ),
+    st.tuples(
+        st.just("leave"),
+        st.integers(0, 4),
+        st.integers(0, 3),
+        st.sampled_from(TOPICS),
+        st.sampled_from(KEYS),
+    ),
+    st.tuples(
+        st.just("update"),
+        st.integers(0, 4),
+        st.integers(0, 3),
+        st.sampled_from(TOPICS),
+        st.sampled_from(KEYS),
+        st.integers(0, 9),
+    ),
     st.tuples(st.just("exit"), st.integers(0, 4), st.integers(0, 3)),
     st.tuples(st.just("broadcast"), st.integers(0, 4)),
     st.tuples(st.just("deliver"), st.integers(0, 4), st.integers(0, 50)),

@@ -47,7 +47,8 @@ class LocalBus:
     def _route(self, sender: LocalTransport, message: Outgoing) -> None:
         if message.to is None:
             receivers = [
-                t for (name, replica), t in self.members.items()
+                t
+                for (name, replica), t in self.members.items()
                 if name == sender.name and replica != sender.replica
             ]
         else:

@@ -32,9 +32,7 @@ def redacted(url: str) -> str:
 
 
 class RedisTransport:
-    def __init__(
-        self, url: str, *, prefix: str, name: str, pool_size: int, replica: str
-    ) -> None:
+    def __init__(self, url: str, *, prefix: str, name: str, pool_size: int, replica: str) -> None:
         self.url = url
         self.description = f"redis {redacted(url)}"
         self.broadcast_channels = [f"{prefix}:{name}:{shard}" for shard in range(pool_size)]
@@ -60,8 +58,12 @@ class RedisTransport:
             await self._subscribe()
         except _CONNECTION_ERRORS as error:
             await self.close()
-            raise TransportUnavailable(f"cannot reach Redis at {redacted(self.url)}: {error}") from None
-        self._reader = asyncio.create_task(self._read(receive, reconnected), name="tracker-redis-reader")
+            raise TransportUnavailable(
+                f"cannot reach Redis at {redacted(self.url)}: {error}"
+            ) from None
+        self._reader = asyncio.create_task(
+            self._read(receive, reconnected), name="tracker-redis-reader"
+        )
 
     async def _subscribe(self) -> None:
         pubsub = self._client.pubsub(ignore_subscribe_messages=True)
