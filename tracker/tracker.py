@@ -145,6 +145,7 @@ class Tracker:
         self._tasks: list[asyncio.Task] = []
         self._starting: asyncio.Future | None = None
         self.running = False
+        self.stopped = False
         self.started_at: float | None = None
         self.publish_failures = 0
 
@@ -155,6 +156,8 @@ class Tracker:
         Raises TransportUnavailable when Redis cannot be reached."""
         if self.running:
             return
+        if self.stopped:
+            raise RuntimeError("a stopped tracker cannot restart (its replica id is spent)")
         if self._starting is None:
             self._starting = asyncio.ensure_future(self._start())
         try:
@@ -204,6 +207,7 @@ class Tracker:
         if not self.running:
             return
         self.running = False
+        self.stopped = True
         if graceful:
             for shard in self.shards:
                 shard.goodbye()
@@ -326,9 +330,9 @@ class Tracker:
         return grouped
 
     def replicas(self) -> dict[str, str]:
-        """This replica and every peer known to any shard: "up", or "down" if any shard
-        has it down."""
-        result = {self.replica_id: UP} if self.running else {}
+        """This replica (unless an observer) and every peer known to any shard: "up", or
+        "down" if any shard has it down."""
+        result = {self.replica_id: UP} if self.running and not self.observer else {}
         for shard in self.shards:
             for peer, status in shard.state.replicas.items():
                 if result.get(peer) != DOWN:

@@ -1,0 +1,64 @@
+"""manage.py tracker_status [--json]: the replicas of the cluster and their health."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+from ._observer import add_wait_argument, observe
+
+
+class Command(BaseCommand):
+    help = (
+        "Join the tracker cluster as a short-lived observer and print every replica: "
+        "up/down, its clock, the rows it holds, and the age of its last heartbeat."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--json", action="store_true", help="print JSON")
+        add_wait_argument(parser)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        def read(tracker, synced: bool) -> dict[str, Any]:
+            status = tracker.status()
+            return {
+                "synced": synced,
+                "observer": status["replica"],
+                "transport": status["transport"],
+                "shards": [
+                    {"index": shard["index"], "replicas": shard["peers"]}
+                    for shard in status["shards"]
+                ],
+            }
+
+        view = observe(options["wait"], read, options["verbosity"])
+        if options["json"]:
+            self.stdout.write(json.dumps(view, indent=2, sort_keys=True))
+            return
+        self.stdout.write(f"cluster on {view['transport']}, seen by observer {view['observer']}")
+        if not view["synced"]:
+            self.stdout.write(self.style.WARNING("not fully synced: some peers did not answer"))
+        for shard in view["shards"]:
+            replicas = shard["replicas"]
+            self.stdout.write(
+                self.style.MIGRATE_HEADING(f"shard {shard['index']}: {len(replicas)} replica(s)")
+            )
+            if not replicas:
+                self.stdout.write("  no replicas heard")
+                continue
+            self.stdout.write(
+                f"  {'replica':<40} {'status':<6} {'clock':>8} {'rows':>8} {'heartbeat age':>14}"
+            )
+            for replica in sorted(replicas):
+                info = replicas[replica]
+                age = info["last_heartbeat_age"]
+                status = info["status"]
+                styled = (self.style.SUCCESS if status == "up" else self.style.ERROR)(
+                    f"{status:<6}"
+                )
+                self.stdout.write(
+                    f"  {replica:<40} {styled} {info['clock']:>8} {info['rows']:>8} "
+                    f"{'-' if age is None else f'{age:.2f} s':>14}"
+                )
