@@ -1,5 +1,6 @@
 """ASGI entry point: HTTP through Django; each websocket endpoint under its own app's router
-and middleware (shopper sockets in shop.routing, the staff socket in dashboard.routing)."""
+and middleware (shopper sockets in shop.routing, the staff socket in dashboard.routing);
+ASGI lifespan, where the server speaks it, starts and stops this process's tracker."""
 
 import os
 
@@ -12,10 +13,12 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from dashboard.routing import websocket_urlpatterns as staff_patterns  # noqa: E402
 from shop.routing import websocket_urlpatterns as shopper_patterns  # noqa: E402
+from tracker.process import TrackerLifespan  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": URLRouter(shopper_patterns + staff_patterns),
+        "lifespan": TrackerLifespan(),
     }
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import deque
 from typing import Any
@@ -13,6 +14,11 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from shop import carts
 from shop.broadcast import STOCK_GROUP, cart_group, publish_cart
+from shop.presence import CARTS_TOPIC, cart_meta
+from tracker import Tracker, TransportUnavailable
+from tracker.process import process_tracker
+
+logger = logging.getLogger(__name__)
 
 MAX_FRAME_BYTES = 4096
 # At most RATE_LIMIT messages within any RATE_WINDOW seconds, per connection.
@@ -69,11 +75,14 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
 
     Every state of the cart reaches the client through `send_cart`; the connection is in its
     cart's group (changes from other tabs) and in the stock group (stock level pushes).
+    While open it is tracked on topic `carts` under its cart id, its meta following the cart.
     """
 
     cart_id: str | None = None
     page: str = "/"
     cart_revision: int = -1
+    cart: carts.CartSnapshot | None = None
+    tracker: Tracker | None = None  # set while this connection is tracked
 
     async def connect(self) -> None:
         self.page = clean_page(self.scope.get("query_string", b""))
@@ -88,12 +97,33 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
                 self.cart_id = cart_id
                 await self.channel_layer.group_add(STOCK_GROUP, self.channel_name)
                 await self.send_cart(cart)
+                await self.start_tracking()
                 return
             await self.channel_layer.group_discard(cart_group(cart_id), self.channel_name)
         await self.send_error("no_cart", "No cart in this session. Open the shop page first.")
         await self.close(code=NO_CART_CLOSE_CODE)
 
+    async def start_tracking(self) -> None:
+        """Track this page. The shop keeps working if the tracker cannot start (Redis down
+        at first use): the page is then only missing from the staff dashboard."""
+        try:
+            tracker = await process_tracker()
+        except TransportUnavailable as error:
+            logger.warning("shopper page not tracked: %s", error)
+            return
+        self.joined_at = time.time()
+        await tracker.track(self.channel_name, CARTS_TOPIC, self.cart_id, self.presence_meta())
+        self.tracker = tracker
+
+    def presence_meta(self) -> dict[str, Any]:
+        user = self.scope.get("user")
+        username = user.get_username() if user is not None and user.is_authenticated else None
+        return cart_meta(self.cart, page=self.page, user=username, joined_at=self.joined_at)
+
     async def disconnect(self, code: int) -> None:
+        tracker, self.tracker = self.tracker, None
+        if tracker is not None and tracker.running:
+            await tracker.untrack(self.channel_name, CARTS_TOPIC, self.cart_id)
         if self.cart_id is not None:
             await self.channel_layer.group_discard(cart_group(self.cart_id), self.channel_name)
             await self.channel_layer.group_discard(STOCK_GROUP, self.channel_name)
@@ -107,7 +137,12 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
         if cart["revision"] <= self.cart_revision:
             return
         self.cart_revision = cart["revision"]
+        self.cart = cart
         await self.send_json({"type": "cart", "cart": carts.wire_cart(cart)})
+        if self.tracker is not None and self.tracker.running:
+            await self.tracker.update(
+                self.channel_name, CARTS_TOPIC, self.cart_id, self.presence_meta()
+            )
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         try:
