@@ -1,0 +1,375 @@
+"""Many replicas in one event loop over the in-process bus, with injected faults: loss,
+duplication, reordering, partitions, crashes, graceful stops and replaced nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from tracker import LocalBus
+
+from .conftest import FAST, Recorder, converged, eventually, refs
+
+
+class Workload:
+    """Random tracks, updates, untracks and conn exits on a set of replicas, next to the
+    model of what every replica should end up showing: `rows` {(topic, conn, key): meta},
+    and `owner` {(topic, conn, key): replica id}. Workloads may share one model."""
+
+    def __init__(self, trackers, seed: int, *, labels=None, model=None) -> None:
+        self.trackers = list(trackers)
+        self.labels = labels or [f"r{i}" for i in range(len(self.trackers))]
+        self.rng = random.Random(seed)
+        self.topics = ("t0", "t1", "t2")
+        self.rows: dict[tuple[str, str, str], dict] = model.rows if model else {}
+        self.owner: dict[tuple[str, str, str], str] = model.owner if model else {}
+        self.n = 1000 * seed
+
+    async def step(self) -> None:
+        rng = self.rng
+        index = rng.randrange(len(self.trackers))
+        tracker = self.trackers[index]
+        conn = f"{self.labels[index]}-c{rng.randrange(4)}"  # a conn lives on one replica
+        topic, key = rng.choice(self.topics), f"k{rng.randrange(3)}"
+        self.n += 1
+        meta = {"conn": conn, "n": self.n}
+        row = (topic, conn, key)
+        if row not in self.rows:
+            await tracker.track(conn, topic, key, meta)
+            self.rows[row] = meta
+            self.owner[row] = tracker.replica_id
+            return
+        roll = rng.random()
+        if roll < 0.4:
+            await tracker.untrack(conn, topic, key)
+            del self.rows[row], self.owner[row]
+        elif roll < 0.85:
+            await tracker.update(conn, topic, key, meta)
+            self.rows[row] = meta
+        else:
+            await tracker.untrack_all(conn)
+            for gone in [r for r in self.rows if r[1] == conn]:
+                del self.rows[gone], self.owner[gone]
+
+    async def run(self, steps: int, pause: float = 0.03) -> None:
+        for _ in range(steps):
+            await self.step()
+            if self.rng.random() < 0.2:
+                await asyncio.sleep(self.rng.uniform(0, pause))
+
+    def owned_by(self, trackers) -> dict:
+        ids = {t.replica_id for t in trackers}
+        return {row: meta for row, meta in self.rows.items() if self.owner[row] in ids}
+
+
+class Replay:
+    """A subscriber that replays diffs into a set of visible refs and notes every
+    inconsistency: a join of a row already visible, a leave of one that is not."""
+
+    def __init__(self) -> None:
+        self.visible: set[str] = set()
+        self.problems: list[str] = []
+
+    def __call__(self, diff) -> None:
+        for joins, leaves in diff.values():
+            for row in leaves:
+                if row.ref not in self.visible:
+                    self.problems.append(f"leave of invisible {row!r}")
+                self.visible.discard(row.ref)
+            for row in joins:
+                if row.ref in self.visible:
+                    self.problems.append(f"second join of {row!r}")
+                self.visible.add(row.ref)
+
+
+def visible_refs(tracker, topics) -> set[str]:
+    return {
+        meta["ref"]
+        for topic in topics
+        for entry in tracker.presence(topic).values()
+        for meta in entry["metas"]
+    }
+
+
+async def start_cluster(make_tracker, bus, n, **options):
+    trackers = [await make_tracker(bus=bus, **options) for _ in range(n)]
+    ids = {t.replica_id for t in trackers}
+    await eventually(lambda: all(set(t.replicas()) == ids for t in trackers))
+    return trackers
+
+
+async def test_thirty_percent_loss_converges_through_transfers(make_tracker):
+    bus = LocalBus(loss=0.3, seed=7)
+    trackers = await start_cluster(make_tracker, bus, 5)
+    replays = [Replay() for _ in trackers]
+    for t, replay in zip(trackers, replays, strict=True):
+        t.subscribe(replay)
+    work = Workload(trackers, seed=1)
+    await work.run(300)
+    await converged(trackers, work.topics, work.rows, timeout=10)
+
+    # The losses were repaired by transfers, not by luck.
+    assert sum(s["stats"]["transfers_received"] for t in trackers for s in t.status()["shards"])
+    for t, replay in zip(trackers, replays, strict=True):
+        assert replay.problems == []
+        await eventually(
+            lambda t=t, replay=replay: replay.visible == visible_refs(t, work.topics), timeout=0.5
+        )
+
+
+async def test_duplication_and_reordering_converge(make_tracker):
+    bus = LocalBus(duplicate=0.3, delay=(0.0, 0.12), seed=11)
+    trackers = await start_cluster(make_tracker, bus, 4)
+    replays = [Replay() for _ in trackers]
+    for t, replay in zip(trackers, replays, strict=True):
+        t.subscribe(replay)
+    work = Workload(trackers, seed=2)
+    await work.run(300, pause=0.02)
+    await converged(trackers, work.topics, work.rows, timeout=10)
+    for t, replay in zip(trackers, replays, strict=True):
+        assert replay.problems == []
+        await eventually(
+            lambda t=t, replay=replay: replay.visible == visible_refs(t, work.topics), timeout=0.5
+        )
+    # Stays converged: no late duplicate resurrects anything.
+    await asyncio.sleep(0.3)
+    await converged(trackers, work.topics, work.rows, timeout=0)
+
+
+async def partition_and_heal(make_tracker, hold: float) -> None:
+    bus = LocalBus(seed=3)
+    trackers = await start_cluster(make_tracker, bus, 4)
+    left, right = trackers[:2], trackers[2:]
+    ids = {t.replica_id for t in trackers}
+    replays = [Replay() for _ in trackers]
+    for t, replay in zip(trackers, replays, strict=True):
+        t.subscribe(replay)
+    work = Workload(trackers, seed=5)
+    await work.run(60)
+    await converged(trackers, work.topics, work.rows)
+
+    bus.partition([t.replica_id for t in left], [t.replica_id for t in right])
+    loop = asyncio.get_running_loop()
+    cut_at = loop.time()
+    sides = [
+        Workload(left, seed=8, labels=["r0", "r1"], model=work),
+        Workload(right, seed=9, labels=["r2", "r3"], model=work),
+    ]
+    steps = 0
+    while loop.time() - cut_at < hold:
+        for side in sides:
+            await side.step()
+        steps += 1
+        await asyncio.sleep(0.01)
+    assert steps >= 10
+
+    if hold > FAST["down_period"]:
+        # Each side has found the other down: it shows exactly its own side's rows.
+        await converged(left, work.topics, work.owned_by(left), timeout=2)
+        await converged(right, work.topics, work.owned_by(right), timeout=2)
+        for side, other in ((left, right), (right, left)):
+            for t in side:
+                assert {p: s for p, s in t.replicas().items() if p in ids} == {
+                    **{x.replica_id: "up" for x in side},
+                    **{x.replica_id: "down" for x in other},
+                }
+
+    bus.heal()
+    await converged(trackers, work.topics, work.rows, timeout=5)
+    await eventually(lambda: all(t.replicas() == dict.fromkeys(ids, "up") for t in trackers))
+    # No ghost comes back later, and the diffs told every subscriber the same story.
+    await asyncio.sleep(5 * FAST["broadcast_period"])
+    await converged(trackers, work.topics, work.rows, timeout=0)
+    for t, replay in zip(trackers, replays, strict=True):
+        assert replay.problems == []
+        await eventually(
+            lambda t=t, replay=replay: replay.visible == visible_refs(t, work.topics), timeout=0.5
+        )
+
+
+async def test_partition_shorter_than_down_period_then_heal(make_tracker):
+    await partition_and_heal(make_tracker, hold=0.25)
+
+
+async def test_partition_longer_than_down_period_then_heal(make_tracker):
+    await partition_and_heal(make_tracker, hold=1.0)
+
+
+# -- peers leaving: crash, goodbye, replacement, netsplit, permdown ------------------------
+
+
+async def two_with_rows(make_tracker, bus, count=5, **options):
+    """Replicas a and b (b with `options`), b tracking `count` rows on "room", seen by a."""
+    a = await make_tracker(bus=bus)
+    b = await make_tracker(bus=bus, **options)
+    b_refs = {await b.track(f"c{i}", "room", f"k{i}", {"i": i}) for i in range(count)}
+    await a.track("a-conn", "room", "a-key", {})
+    await eventually(lambda: len(a.list("room")) == count + 1 and len(b.list("room")) == count + 1)
+    return a, b, b_refs
+
+
+async def test_a_replica_cancelled_without_a_word_is_down_after_down_period(make_tracker):
+    bus = LocalBus()
+    a, b, b_refs = await two_with_rows(make_tracker, bus)
+    c = await make_tracker(bus=bus)
+    await eventually(lambda: len(c.list("room")) == 6)
+    seen = Recorder()
+    a.subscribe(seen)
+    loop = asyncio.get_running_loop()
+
+    await b.stop(graceful=False)
+    stopped = loop.time()
+    await asyncio.sleep(FAST["down_period"] / 2)
+    assert len(a.list("room")) == 6  # not yet: b might only be slow
+    assert a.replicas()[b.replica_id] == "up"
+
+    await eventually(lambda: a.list("room") == [("a-key", {})], timeout=3)
+    elapsed = loop.time() - stopped
+    # Down after down_period since the last heartbeat heard (at most one silent interval
+    # before the stop), and not much later.
+    silent = FAST["broadcast_period"] * FAST["max_silent_periods"]
+    assert FAST["down_period"] - silent - 0.02 <= elapsed <= FAST["down_period"] + 0.3
+    assert refs(seen.leaves("room")) == b_refs
+    assert seen.joins() == []
+    assert a.replicas() == {a.replica_id: "up", b.replica_id: "down", c.replica_id: "up"}
+    await eventually(lambda: c.list("room") == [("a-key", {})], timeout=1)
+
+
+async def test_graceful_stop_removes_rows_on_peers_within_one_period(make_tracker):
+    bus = LocalBus()
+    a, b, b_refs = await two_with_rows(make_tracker, bus)
+    seen = Recorder()
+    a.subscribe(seen)
+    await b.stop()  # graceful by default
+    took = await eventually(lambda: a.list("room") == [("a-key", {})], interval=0.002)
+    assert took <= FAST["broadcast_period"]
+    assert refs(seen.leaves("room")) == b_refs
+    assert a.replicas() == {a.replica_id: "up"}  # gone for good, not down
+    # Nothing of b comes back later.
+    await asyncio.sleep(FAST["down_period"])
+    assert a.list("room") == [("a-key", {})]
+    assert refs(seen.leaves()) == b_refs and seen.joins() == []
+
+
+async def test_a_new_replica_with_the_same_node_name_replaces_the_old_one_at_once(
+    make_tracker,
+):
+    bus = LocalBus()
+    a, old, old_refs = await two_with_rows(make_tracker, bus, node_name="node-b")
+    c = await make_tracker(bus=bus)
+    await eventually(lambda: len(c.list("room")) == 6)
+    seen = Recorder()
+    a.subscribe(seen)
+
+    # The node restarts faster than down_period: a crash, then a new replica at once.
+    await old.stop(graceful=False)
+    new = await make_tracker(bus=bus, node_name="node-b")
+    await replaced(a, c, new, old, seen, old_refs)
+
+
+async def test_a_replaced_replica_that_keeps_running_is_ignored_by_its_peers(make_tracker):
+    bus = LocalBus()
+    a, old, old_refs = await two_with_rows(make_tracker, bus, node_name="node-b")
+    c = await make_tracker(bus=bus)
+    await eventually(lambda: len(c.list("room")) == 6)
+    seen = Recorder()
+    a.subscribe(seen)
+
+    new = await make_tracker(bus=bus, node_name="node-b")
+    late = await old.track("late", "room", "late", {})  # the old process still talks
+    await replaced(a, c, new, old, seen, old_refs, maybe={late})
+    await old.stop()  # and its goodbye changes nothing either
+    await asyncio.sleep(2 * FAST["broadcast_period"])
+    want = [("a-key", {}), ("k0", {"i": "new"})]
+    assert sorted(a.list("room")) == sorted(c.list("room")) == want
+
+
+async def replaced(a, c, new, old, seen, old_refs, maybe=frozenset()):
+    """a and c drop old's rows as soon as they hear of new, its successor, for good.
+    `maybe`: old's rows that a may or may not have shown before it heard of new."""
+    assert new.replica_id != old.replica_id
+    new_ref = await new.track("c0", "room", "k0", {"i": "new"})
+
+    want = sorted([("a-key", {}), ("k0", {"i": "new"})])
+    took = await eventually(lambda: sorted(a.list("room")) == want, interval=0.002)
+    assert took < FAST["down_period"] / 2  # at once, not by down detection
+    await eventually(lambda: sorted(c.list("room")) == want, timeout=FAST["down_period"] / 2)
+
+    def reported() -> None:
+        assert refs(seen.joins("room")) - maybe == {new_ref}
+        assert refs(seen.leaves("room")) - maybe == old_refs
+
+    reported()
+    ids = {a.replica_id, c.replica_id, new.replica_id}
+    for t in (a, c):
+        await eventually(lambda t=t: t.replicas() == dict.fromkeys(ids, "up"))
+    # Later the old id is never reported down, and its rows never come back.
+    await asyncio.sleep(FAST["down_period"] + 0.2)
+    assert sorted(a.list("room")) == want
+    assert sorted(c.list("room")) == want
+    assert a.replicas() == dict.fromkeys(ids, "up")
+    reported()
+
+
+async def test_the_same_identity_back_after_a_long_netsplit_brings_its_rows_back(make_tracker):
+    bus = LocalBus()
+    a, b, b_refs = await two_with_rows(make_tracker, bus)
+    seen = Recorder()
+    a.subscribe(seen)
+    bus.partition([a.replica_id], [b.replica_id])
+    await eventually(lambda: a.list("room") == [("a-key", {})], timeout=3)
+    await eventually(lambda: b.list("room") == [(f"k{i}", {"i": i}) for i in range(5)])
+    assert a.replicas() == {a.replica_id: "up", b.replica_id: "down"}
+    assert refs(seen.leaves()) == b_refs
+
+    # b changes while cut off: one row leaves, one changes, one is new.
+    await b.untrack("c0", "room", "k0")
+    updated = await b.update("c1", "room", "k1", {"i": "updated"})
+    added = await b.track("c9", "room", "k9", {"i": 9})
+    await asyncio.sleep(0.2)
+    seen.clear()
+
+    bus.heal()
+    want = sorted(
+        [("a-key", {}), ("k1", {"i": "updated"}), ("k9", {"i": 9})]
+        + [(f"k{i}", {"i": i}) for i in range(2, 5)]
+    )
+    await eventually(lambda: sorted(a.list("room")) == want, timeout=3)
+    await eventually(lambda: sorted(b.list("room")) == want)
+    assert a.replicas() == {a.replica_id: "up", b.replica_id: "up"}
+    by_key = {m["ref"]: key for key, e in a.presence("room").items() for m in e["metas"]}
+    back = {r for r in b_refs if by_key.get(r) in {"k2", "k3", "k4"}}
+    assert len(back) == 3
+    # Every row of b that is visible now was reported as a join since the heal.
+    now_visible = {m["ref"] for e in a.presence("room").values() for m in e["metas"]}
+    assert now_visible - {m["ref"] for m in a.presence("room")["a-key"]["metas"]} == (
+        back | {updated, added}
+    )
+    joined = refs(seen.joins())
+    left = refs(seen.leaves())
+    assert (joined - left) == back | {updated, added}
+
+
+async def test_a_replica_silent_for_permdown_period_is_purged(make_tracker):
+    bus = LocalBus()
+    a, b, b_refs = await two_with_rows(make_tracker, bus)
+    seen = Recorder()
+    a.subscribe(seen)
+    loop = asyncio.get_running_loop()
+    await b.stop(graceful=False)
+    stopped = loop.time()
+    await eventually(lambda: a.replicas().get(b.replica_id) == "down", timeout=3)
+    (peers,) = [s["peers"] for s in a.status()["shards"]]
+    assert peers[b.replica_id]["rows"] == 5  # hidden, kept in case b comes back
+
+    await eventually(lambda: b.replica_id not in a.replicas(), timeout=5)
+    elapsed = loop.time() - stopped
+    silent = FAST["broadcast_period"] * FAST["max_silent_periods"]
+    assert FAST["permdown_period"] - silent - 0.02 <= elapsed <= FAST["permdown_period"] + 0.3
+    (peers,) = [s["peers"] for s in a.status()["shards"]]
+    assert b.replica_id not in peers
+    assert a.replicas() == {a.replica_id: "up"}
+    # The leaves were reported once, at down; permdown purges hidden rows silently.
+    assert refs(seen.leaves()) == b_refs and len(seen.leaves()) == 5
+    assert seen.joins() == []
+    assert a.list("room") == [("a-key", {})]
