@@ -11,8 +11,18 @@ Environment:
   TRACKER_NODE_NAME  stable name of this server process in the tracker cluster (default
                    hostname:pid); a restarted process with the same name replaces its old replica.
   DASHBOARD_DIFF_INTERVAL  seconds between coalesced staff diffs (default 0.1).
+  METRICS          "on" (default) or "off": serve Prometheus metrics at /metrics. Off: 404.
+  METRICS_ALLOWED_IPS  comma-separated client addresses or networks (CIDR) that may read
+                   /metrics and the details of /healthz (default 127.0.0.1,::1); others get
+                   403 from /metrics. The address is the ASGI client (REMOTE_ADDR), never
+                   X-Forwarded-For: behind a proxy, list the proxy, or run daphne with
+                   --proxy-headers only where clients cannot reach it directly.
+                   /healthz answers everyone (load balancers need its status code), but
+                   only allowed addresses, with METRICS on, see its body beyond "status"
+                   (replica ids name hosts and processes; Redis errors name addresses).
 """
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -43,6 +53,21 @@ def _env_float(name: str, default: float) -> float:
         return float(value)
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be a number of seconds, not {value!r}") from None
+
+
+def _env_networks(name: str, default: str) -> list[str]:
+    """Comma-separated addresses or CIDR networks, checked here so a typo fails at start."""
+    networks = []
+    for part in (os.environ.get(name) or default).split(","):
+        if not part.strip():
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(part.strip(), strict=False)))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name} must list IP addresses or networks, not {part.strip()!r}"
+            ) from None
+    return networks
 
 
 def _local_secret_key() -> str:
@@ -172,6 +197,10 @@ TRACKER = {
 }
 
 DASHBOARD_DIFF_INTERVAL = _env_float("DASHBOARD_DIFF_INTERVAL", 0.1)
+
+# /metrics and /healthz (shop/observability.py).
+METRICS = _env_bool("METRICS", default=True)
+METRICS_ALLOWED_IPS = _env_networks("METRICS_ALLOWED_IPS", "127.0.0.1,::1")
 
 LOGGING = {
     "version": 1,
