@@ -19,6 +19,7 @@ from shop.broadcast import STOCK_GROUP
 
 from .catalog import describe_items
 from .hub import get_hub
+from .metrics import OPEN_STAFF_SOCKETS, STAFF_MESSAGES_SENT
 from .middleware import get_staff_user
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(STOCK_GROUP, self.channel_name)
         await self.accept()
         self.queue = self.hub.register()
+        OPEN_STAFF_SOCKETS.inc()  # paired with the unregister in disconnect
         self.tasks = [asyncio.create_task(self._pump()), asyncio.create_task(self._recheck())]
 
     async def disconnect(self, code: int) -> None:
@@ -49,6 +51,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
             task.cancel()
         if hasattr(self, "queue"):
             self.hub.unregister(self.queue)
+            OPEN_STAFF_SOCKETS.dec()
         await self.channel_layer.group_discard(STOCK_GROUP, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -64,6 +67,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
                 message = await self._present(message)
                 if message is not None:
                     await self.send(text_data=json.dumps(message))
+                    STAFF_MESSAGES_SENT.labels(message["type"]).inc()
         except Exception:
             logger.exception("staff socket feed failed")
             await self.close(code=1011)

@@ -14,6 +14,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from shop import carts
 from shop.broadcast import STOCK_GROUP, cart_group, publish_cart
+from shop.metrics import OPEN_SHOPPER_SOCKETS
 from shop.presence import CARTS_TOPIC, cart_meta
 from tracker import Tracker, TransportUnavailable
 from tracker.process import process_tracker
@@ -83,11 +84,14 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
     cart_revision: int = -1
     cart: carts.CartSnapshot | None = None
     tracker: Tracker | None = None  # set while this connection is tracked
+    counted: bool = False  # in OPEN_SHOPPER_SOCKETS
 
     async def connect(self) -> None:
         self.page = clean_page(self.scope.get("query_string", b""))
         self.rate_limiter = RateLimiter()
         await self.accept()
+        OPEN_SHOPPER_SOCKETS.inc()
+        self.counted = True
         cart_id = await database_sync_to_async(carts.session_cart_id)(self.scope.get("session"))
         if cart_id is not None:
             # Join before reading, so that no change between the read and the join is missed.
@@ -121,6 +125,9 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
         return cart_meta(self.cart, page=self.page, user=username, joined_at=self.joined_at)
 
     async def disconnect(self, code: int) -> None:
+        if self.counted:
+            OPEN_SHOPPER_SOCKETS.dec()
+            self.counted = False
         tracker, self.tracker = self.tracker, None
         if tracker is not None and tracker.running:
             await tracker.untrack(self.channel_name, CARTS_TOPIC, self.cart_id)
