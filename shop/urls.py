@@ -5,7 +5,7 @@ from django.contrib import admin
 from django.contrib.staticfiles import views as staticfiles_views
 from django.urls import include, path, re_path
 
-from shop import views
+from shop import observability, views
 
 urlpatterns = [
     path("", views.index, name="index"),
@@ -14,6 +14,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("dashboard/", include("dashboard.urls")),
+    path("healthz", observability.healthz, name="healthz"),
+    path("metrics", observability.metrics, name="metrics"),
     # Daphne has no static file handler, so every node serves the site's few static files
     # itself (runserver does the same in DEBUG). Behind a web server, run collectstatic and
     # let it serve STATIC_URL instead.
