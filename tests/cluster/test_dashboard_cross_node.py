@@ -1,0 +1,214 @@
+"""Two real daphne nodes sharing one Redis and one database: a staff socket on node B sees
+shoppers on both nodes converge to the truth, and gets every diff exactly once.
+
+Each node aggregates its own tracker replica's view and sends diffs only to the staff
+sockets connected to it (DESIGN §4), so the staff client on B must see one diff per change
+wherever the change happened, never a second copy relayed from A; A's own staff socket is
+independent of B's and sees the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.daphne_server import DaphneServer, manage, prepare_database, server_env
+from tests.live_clients import StaffClient, Tab, Visitor
+from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.cluster
+
+STAFF_USER, STAFF_PASSWORD = "boss", "cluster-staff-pw"
+# Longest wait for one change to reach a staff view on the other node: a broadcast period
+# (0.2 s) plus a diff interval (0.1 s) in the worst case; generous for a loaded machine.
+CONVERGE_SECONDS = 5.0
+# After the last change: long enough for any late second copy of a diff to show up.
+QUIET_SECONDS = 1.0
+
+
+def create_staff(env: dict[str, str]) -> None:
+    manage(
+        "shell",
+        "-c",
+        "from django.contrib.auth import get_user_model; "
+        f"get_user_model().objects.create_user({STAFF_USER!r}, password={STAFF_PASSWORD!r}, "
+        "is_staff=True)",
+        env=env,
+    )
+
+
+@pytest.fixture
+def cluster(redis_server: RedisServer, tmp_path: Path) -> Iterator[tuple[DaphneServer, ...]]:
+    """Nodes a and b: one database, one Redis, the embedded defaults otherwise."""
+    database = prepare_database(tmp_path / "db.sqlite3")
+    create_staff(server_env(tmp_path, database))
+    nodes = [
+        DaphneServer(
+            database,
+            redis_url=redis_server.url,
+            env={"TRACKER_NODE_NAME": name},
+            var_dir=tmp_path / name,
+        )
+        for name in ("a", "b")
+    ]
+    try:
+        for node in nodes:
+            node.start()
+        yield tuple(nodes)
+    finally:
+        for node in nodes:
+            node.stop()
+            print(f"--- node log {node.log_path}:\n{node.logs(60)}")  # shown if the test fails
+
+
+class Truth:
+    """What the aggregates must be, from the open tabs and their carts."""
+
+    def __init__(self) -> None:
+        self.tabs: list[Tab] = []
+
+    def stats(self) -> dict:
+        carts: dict[str, list[Tab]] = {}
+        for tab in self.tabs:
+            carts.setdefault(tab.cart_id, []).append(tab)
+        items: dict[str, int] = {}
+        paths: dict[str, int] = {}
+        entries: dict[str, dict] = {}
+        for cart_id, tabs in carts.items():
+            contents = tabs[0].items  # (`change` waits until every tab shows the same)
+            for item_id, quantity in contents.items():
+                items[item_id] = items.get(item_id, 0) + quantity
+            entries[cart_id] = {"pages": len(tabs), "items": sum(contents.values())}
+        for tab in self.tabs:
+            paths[tab.page] = paths.get(tab.page, 0) + 1
+        return {
+            "shoppers": len(carts),
+            "pages": len(self.tabs),
+            "items": items,
+            "pages_by_path": paths,
+            "carts": entries,
+        }
+
+
+def seen(view: StaffClient) -> dict:
+    """The staff view's stats in the terms of `Truth.stats`."""
+    stats = view.stats
+    return {
+        "shoppers": stats["shoppers"],
+        "pages": stats["pages"],
+        "items": stats["items"],
+        "pages_by_path": stats["pages_by_path"],
+        "carts": {
+            cart_id: {"pages": entry["pages"], "items": entry["items"]}
+            for cart_id, entry in stats["carts"].items()
+        },
+    }
+
+
+async def test_staff_on_node_b_see_shoppers_on_both_nodes_with_each_diff_once(cluster):
+    a, b = cluster
+    staff = Visitor(b.url)
+    await asyncio.to_thread(staff.login, STAFF_USER, STAFF_PASSWORD)
+    view_b = await staff.open_dashboard(b)
+    view_a = await staff.open_dashboard(a)  # independent of B's; also starts A's tracker
+    views = (view_a, view_b)
+    assert [view.stats["shoppers"] for view in views] == [0, 0]
+
+    # Both replicas see each other up (the cluster panel), before any shopper comes.
+    def both_up(view: StaffClient) -> bool:
+        names = sorted(replica.rsplit(":", 1)[0] for replica in view.replicas)
+        return names == ["a", "b"] and set(view.replicas.values()) == {"up"}
+
+    await asyncio.gather(*(v.until(both_up, 10, "both replicas up") for v in views))
+    assert view_a.node != view_b.node
+
+    truth = Truth()
+    changes = 0
+
+    async def settle(description: str) -> None:
+        """Every view reaches the truth with exactly one diff since the last change."""
+        nonlocal changes
+        changes += 1
+        expected = truth.stats()
+        await asyncio.gather(
+            *(
+                view.until(lambda v: seen(v) == expected, CONVERGE_SECONDS, description)
+                for view in views
+            )
+        )
+        for view in views:
+            assert len(view.diffs) == changes, (
+                f"after {description!r}, the staff view on {view.node} got "
+                f"{len(view.diffs)} diffs for {changes} changes: "
+                f"{[d.stats for d in view.diffs[-3:]]}"
+            )
+            assert view.diffs[-1].changed
+
+    async def open_tab(shopper: Visitor, node: DaphneServer, page: str) -> Tab:
+        tab = await shopper.open_tab(node, page)
+        truth.tabs.append(tab)
+        await settle(f"open {page} on {node.port}")
+        return tab
+
+    async def change(tab: Tab, kind: str, item_id: int) -> None:
+        await tab.request({"type": kind, "item_id": item_id})
+        # The other tabs of the cart (some on the other node) hear of it through the
+        # channel layer; the truth is their common state.
+        others = [t for t in truth.tabs if t.cart_id == tab.cart_id and t is not tab]
+        for other in others:
+            await other.until_items(tab.items, CONVERGE_SECONDS)
+        await settle(f"{kind} {item_id} in cart {tab.cart_id[:8]}")
+
+    async def close(tab: Tab) -> None:
+        await tab.close()
+        truth.tabs.remove(tab)
+        await settle(f"close {tab.page} of cart {tab.cart_id[:8]}")
+
+    shoppers = [Visitor(a.url), Visitor(a.url), Visitor(b.url)]
+    for shopper in shoppers:
+        await asyncio.to_thread(shopper.get, "/")  # the first page view makes the cart
+    first, second = (await asyncio.to_thread(shoppers[0].item_ids, "high"))[:2]
+
+    # Two shoppers on A (one with two tabs), a third on B, and the first also on B.
+    one_x = await open_tab(shoppers[0], a, "/x/")
+    one_y = await open_tab(shoppers[0], a, "/y/")
+    two = await open_tab(shoppers[1], a, "/x/")
+    three = await open_tab(shoppers[2], b, "/z/")
+    one_on_b = await open_tab(shoppers[0], b, "/y/")
+    assert len({one_x.cart_id, two.cart_id, three.cart_id}) == 3
+    assert one_on_b.cart_id == one_x.cart_id
+    assert seen(view_b)["shoppers"] == 3 and seen(view_b)["pages"] == 5
+
+    await change(one_x, "add_item", first)
+    await change(one_x, "add_item", first)
+    await change(two, "add_item", second)
+    await change(three, "add_item", first)
+    await change(one_on_b, "add_item", second)  # made on B, shown in A's tabs too
+    assert view_b.stats["items"] == {str(first): 3, str(second): 2}
+    assert view_b.stats["carts"][one_x.cart_id]["items"] == 3  # three tabs, counted once
+
+    # A staff socket opened now on B gets the same numbers in its snapshot.
+    late = await staff.open_dashboard(b)
+    assert seen(late) == truth.stats()
+    await late.close()
+
+    await change(two, "remove_item", second)
+    await close(one_y)
+    await close(three)
+    await close(one_x)
+    assert view_b.stats["items"] == {str(first): 2, str(second): 1}  # one_on_b keeps the cart
+    await close(one_on_b)
+    await close(two)
+    assert seen(view_b) == seen(view_a) == {
+        "shoppers": 0, "pages": 0, "items": {}, "pages_by_path": {}, "carts": {}
+    }
+
+    # No late copies of any diff.
+    await asyncio.gather(*(view.drain(QUIET_SECONDS) for view in views))
+    for view in views:
+        assert len(view.diffs) == changes == 16
+        assert all(diff.changed for diff in view.diffs)
+        await view.close()

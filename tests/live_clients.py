@@ -1,0 +1,276 @@
+"""Real clients of a running server (see `tests.daphne_server`): HTTP with a cookie jar, and
+websockets through the `websockets` library, as a browser would use them.
+
+    shopper = Visitor(node.url)
+    shopper.get("/")                               # the first storefront page makes the cart
+    tab = await shopper.open_tab(node, "/x/")      # /ws/cart/?page=/x/, session cookie sent
+    await tab.request({"type": "add_item", "item_id": 7})
+
+    staff = Visitor(node.url)
+    staff.login("boss", "secret")
+    view = await staff.open_dashboard(node)        # snapshot, then diffs applied in order
+    await view.until(lambda stats: stats["shoppers"] == 1)
+
+Used by the cluster tests and by `bench/dashboard_bench.py`; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import http.cookiejar
+import itertools
+import json
+import re
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from websockets.asyncio.client import ClientConnection, connect
+
+from tests.dashboard.support import apply_stats_diff
+
+ITEM_BUTTON = re.compile(r'data-item-id="(\d+)" data-level="(\w+)"')
+CSRF_INPUT = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+
+
+class Node(Protocol):
+    """What the clients need of a server (a `DaphneServer`)."""
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def ws_url(self) -> str: ...
+
+
+class Visitor:
+    """One browser's cookies (shared by every node it visits, as on one site)."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+
+    def get(self, path: str, base_url: str | None = None) -> str:
+        with self.opener.open((base_url or self.base_url) + path, timeout=10) as response:
+            return response.read().decode()
+
+    def post(self, path: str, fields: dict[str, str]) -> str:
+        data = urllib.parse.urlencode(fields).encode()
+        with self.opener.open(self.base_url + path, data=data, timeout=10) as response:
+            return response.read().decode()
+
+    def cookie(self, name: str) -> str | None:
+        return next((c.value for c in self.jar if c.name == name), None)
+
+    @property
+    def cookie_header(self) -> str:
+        return "; ".join(f"{c.name}={c.value}" for c in self.jar)
+
+    # -- shopper --------------------------------------------------------------------------
+
+    def item_ids(self, level: str = "high") -> list[int]:
+        """Ids of the sizes on the storefront page with the given stock level."""
+        return [int(i) for i, lvl in ITEM_BUTTON.findall(self.get("/")) if lvl == level]
+
+    async def open_tab(self, node: Node, page: str) -> Tab:
+        """A shopper page on `node`: the socket, once its first `cart` message arrived."""
+        if self.cookie("sessionid") is None:
+            raise AssertionError("no session yet: GET a storefront page first")
+        ws = await connect(
+            f"{node.ws_url}/ws/cart/?page={urllib.parse.quote(page)}",
+            additional_headers={"Cookie": self.cookie_header, "Origin": node.url},
+            open_timeout=10,
+        )
+        tab = Tab(ws, page)
+        await tab.wait_cart()
+        return tab
+
+    # -- staff ----------------------------------------------------------------------------
+
+    def login(self, username: str, password: str) -> None:
+        page = self.get("/accounts/login/")
+        match = CSRF_INPUT.search(page)
+        if match is None:
+            raise AssertionError("the login page has no CSRF token")
+        self.post(
+            "/accounts/login/",
+            {"username": username, "password": password, "csrfmiddlewaretoken": match[1],
+             "next": "/dashboard/"},
+        )
+        if self.cookie("sessionid") is None:
+            raise AssertionError(f"login as {username!r} failed")
+
+    def token(self, node: Node) -> str:
+        return json.loads(self.get("/dashboard/token/", base_url=node.url))["token"]
+
+    async def open_dashboard(self, node: Node) -> StaffClient:
+        """A staff socket on `node` with a fresh token, once its snapshot arrived."""
+        token = await asyncio.to_thread(self.token, node)
+        ws = await connect(
+            f"{node.ws_url}/ws/dashboard/?token={urllib.parse.quote(token)}",
+            additional_headers={"Origin": node.url},
+            open_timeout=10,
+        )
+        client = StaffClient(ws)
+        await client.wait_snapshot()
+        return client
+
+
+class _Reader:
+    """Reads every message of a socket as it arrives, stamped with `time.perf_counter()`."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.inbox: asyncio.Queue[tuple[float, dict[str, Any] | None]] = asyncio.Queue()
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for raw in self.ws:
+                self.inbox.put_nowait((time.perf_counter(), json.loads(raw)))
+        finally:
+            self.inbox.put_nowait((time.perf_counter(), None))  # closed
+
+    async def next(self, within: float) -> tuple[float, dict[str, Any]]:
+        try:
+            if self.inbox.empty():  # (wait_for with no time left would not even look)
+                arrived, message = await asyncio.wait_for(self.inbox.get(), within)
+            else:
+                arrived, message = self.inbox.get_nowait()
+        except TimeoutError:
+            raise TimeoutError(f"no message within {within:.3f} s") from None
+        if message is None:
+            self.inbox.put_nowait((arrived, None))
+            raise ConnectionError(f"socket closed ({self.ws.close_code} {self.ws.close_reason})")
+        return arrived, message
+
+    async def close(self) -> None:
+        await self.ws.close()
+        await asyncio.wait_for(self.task, 10)
+
+
+class Tab(_Reader):
+    """One open shopper page: its latest cart, and requests answered by `ok`."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, ws: ClientConnection, page: str) -> None:
+        super().__init__(ws)
+        self.page = page
+        self.cart: dict[str, Any] | None = None
+
+    @property
+    def cart_id(self) -> str:
+        assert self.cart is not None
+        return self.cart["id"]
+
+    @property
+    def items(self) -> dict[str, int]:
+        assert self.cart is not None
+        return {str(line["item_id"]): line["quantity"] for line in self.cart["items"]}
+
+    async def _take(self, within: float) -> dict[str, Any]:
+        _, message = await self.next(within)
+        if message["type"] == "cart":
+            self.cart = message["cart"]
+        return message
+
+    async def wait_cart(self, within: float = 10) -> None:
+        message = await self._take(within)
+        if message["type"] != "cart":
+            raise AssertionError(f"expected the cart first, got {message}")
+
+    async def until_items(self, items: dict[str, int], within: float = 5) -> None:
+        """Take messages until this page's cart holds `items` (a change from another tab)."""
+        deadline = time.monotonic() + within
+        while self.items != items:
+            await self._take(max(0.0, deadline - time.monotonic()))
+
+    async def send(self, message: dict[str, Any]) -> int:
+        """Send a request; returns its request_id (see `reply`)."""
+        request_id = next(self._ids)
+        await self.ws.send(json.dumps({**message, "request_id": request_id}))
+        return request_id
+
+    async def reply(self, request_id: int, within: float = 10) -> dict[str, Any]:
+        """The `ok` for request_id (the cart it changed has arrived before it)."""
+        deadline = time.monotonic() + within
+        while True:
+            message = await self._take(max(0.0, deadline - time.monotonic()))
+            if message.get("request_id") == request_id:
+                if message["type"] != "ok":
+                    raise AssertionError(f"request {request_id} failed: {message}")
+                return message
+
+    async def request(self, message: dict[str, Any], within: float = 10) -> dict[str, Any]:
+        return await self.reply(await self.send(message), within)
+
+
+@dataclass
+class Diff:
+    arrived: float  # perf_counter at arrival
+    stats: dict[str, Any]
+    changed: bool  # False: applying it changed nothing (a duplicate)
+
+
+class StaffClient(_Reader):
+    """A staff socket: the snapshot with every diff applied in order, as dashboard.js does.
+
+    Every diff that carries stats is recorded in `diffs`; one that changes nothing when
+    applied is what a second copy of a diff would be (the hub never sends an empty change).
+    """
+
+    def __init__(self, ws: ClientConnection) -> None:
+        super().__init__(ws)
+        self.stats: dict[str, Any] = {}
+        self.replicas: dict[str, str] = {}
+        self.node: str | None = None
+        self.diffs: list[Diff] = []
+
+    async def _take(self, within: float) -> dict[str, Any]:
+        arrived, message = await self.next(within)
+        if message["type"] == "snapshot":
+            self.stats = message["stats"]
+            self.replicas = message["replicas"]
+            self.node = message["node"]
+        elif message["type"] == "diff":
+            if "replicas" in message:
+                self.replicas = message["replicas"]
+            if message["stats"]:
+                before = copy.deepcopy(self.stats)
+                apply_stats_diff(self.stats, message["stats"])
+                self.diffs.append(Diff(arrived, message["stats"], self.stats != before))
+        return message
+
+    async def wait_snapshot(self, within: float = 10) -> None:
+        message = await self._take(within)
+        if message["type"] != "snapshot":
+            raise AssertionError(f"expected the snapshot first, got {message}")
+
+    async def until(
+        self, condition: Callable[[StaffClient], bool], within: float = 5, what: str = ""
+    ) -> None:
+        """Take messages until condition(self) holds; at most `within` seconds."""
+        deadline = time.monotonic() + within
+        while not condition(self):
+            left = deadline - time.monotonic()
+            try:
+                await self._take(max(0.0, left))
+            except TimeoutError:
+                raise AssertionError(
+                    f"staff view on {self.node} did not reach {what or condition} in "
+                    f"{within} s; it has {self.stats} and replicas {self.replicas}"
+                ) from None
+
+    async def drain(self, seconds: float) -> None:
+        """Take whatever arrives within `seconds`."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                await self._take(left)
+            except TimeoutError:
+                return
