@@ -259,7 +259,7 @@ function renderChart() {
     });
     return history.length ? `${d}H${WIDTH}` : "";
   };
-  const grid = [0.5, 1].map((fraction) => {
+  const grid = [0, 0.5, 1].map((fraction) => {
     const line = document.createElementNS(SVG, "line");
     line.setAttribute("x1", 0);
     line.setAttribute("x2", WIDTH);
