@@ -184,7 +184,11 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # channels-redis waits for a consumer's next message with a BZPOPMIN that blocks
+            # 5 s; redis-py 8 times socket reads out after 5 s by default, which cut that
+            # wait short and closed every idle websocket (1011). Reads may take longer than
+            # the wait, and a dead Redis is still noticed.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}]},
         }
     }
 else:

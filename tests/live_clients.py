@@ -148,6 +148,19 @@ class _Reader:
             raise ConnectionError(f"socket closed ({self.ws.close_code} {self.ws.close_reason})")
         return arrived, message
 
+    async def _take(self, within: float) -> dict[str, Any]:
+        """The next message, after the subclass has taken note of it."""
+        return (await self.next(within))[1]
+
+    async def drain(self, seconds: float) -> None:
+        """Take whatever arrives within `seconds`."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                await self._take(left)
+            except TimeoutError:
+                return
+
     async def close(self) -> None:
         await self.ws.close()
         await asyncio.wait_for(self.task, 10)
@@ -265,12 +278,3 @@ class StaffClient(_Reader):
                     f"staff view on {self.node} did not reach {what or condition} in "
                     f"{within} s; it has {self.stats} and replicas {self.replicas}"
                 ) from None
-
-    async def drain(self, seconds: float) -> None:
-        """Take whatever arrives within `seconds`."""
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                await self._take(left)
-            except TimeoutError:
-                return
