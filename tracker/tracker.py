@@ -254,7 +254,8 @@ class Tracker:
         Raises AlreadyTracked if that (conn, topic, key) is tracked already."""
         shard = self._shard_for(topic, conn, key)
         row = shard.state.join(conn, topic, key, wire.normalize_meta(meta))
-        self._emit([row], [])
+        if self._subscribers:
+            self._emit([row], [])
         shard.changed()
         return row.ref
 
@@ -287,11 +288,17 @@ class Tracker:
                 shard.changed()
 
     def _shard_for(self, topic: str, conn: str, key: str) -> Shard:
-        self._check_running()
-        for name, value in (("topic", topic), ("conn", conn), ("key", key)):
-            if not isinstance(value, str):
-                raise TypeError(f"{name} must be a str, not {type(value).__name__}")
-        return self.shards[self._shard_index(topic)]
+        # On every write: the checks are spelled out so that the common case stays cheap.
+        if not self.running or self.observer:
+            self._check_running()
+        if not (isinstance(topic, str) and isinstance(conn, str) and isinstance(key, str)):
+            for name, value in (("topic", topic), ("conn", conn), ("key", key)):
+                if not isinstance(value, str):
+                    raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+        shards = self.shards
+        if len(shards) == 1:
+            return shards[0]
+        return shards[zlib.crc32(topic.encode()) % len(shards)]
 
     def _shard_index(self, topic: str) -> int:
         # A stable hash: every node must pick the same shard (and channel) for a topic.

@@ -12,6 +12,7 @@ travels once per message.
 from __future__ import annotations
 
 import sys
+import threading
 from typing import Any
 
 import msgpack
@@ -37,9 +38,23 @@ def normalize_meta(meta: Any) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise InvalidMeta(f"meta must be a dict, not {type(meta).__name__}")
     try:
-        return msgpack.unpackb(msgpack.packb(meta), strict_map_key=False)
+        pack = _local.pack
+    except AttributeError:
+        pack = _local.pack = msgpack.Packer().pack
+    try:
+        packed = pack(meta)  # the Packer empties its buffer after each call, even on error
     except (TypeError, ValueError, OverflowError) as error:
         raise InvalidMeta(f"meta cannot be serialised: {error}") from None
+    if len(packed) > _KEEP_PACKER_BELOW:
+        del _local.pack  # do not keep a buffer grown by an unusually large meta
+    return msgpack.unpackb(packed, strict_map_key=False)
+
+
+# One Packer per thread for normalize_meta: `msgpack.packb` builds (and allocates the
+# buffer of) a new Packer on every call, which costs more than the packing of a small
+# meta. A Packer is not safe to share between threads.
+_local = threading.local()
+_KEEP_PACKER_BELOW = 64 * 1024
 
 
 def encode_delta(kind: str, delta: Delta, observer: bool = False) -> bytes:
