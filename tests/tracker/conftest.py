@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -119,6 +120,94 @@ class Recorder:
 
 def refs(rows) -> set[str]:
     return {row.ref for row in rows}
+
+
+class Workload:
+    """Random tracks, updates, untracks and conn exits on a set of replicas, next to the
+    model of what every replica should end up showing: `rows` {(topic, conn, key): meta},
+    and `owner` {(topic, conn, key): replica id}. Workloads may share one model."""
+
+    def __init__(self, trackers, seed: int, *, labels=None, model=None) -> None:
+        self.trackers = list(trackers)
+        self.labels = labels or [f"r{i}" for i in range(len(self.trackers))]
+        self.rng = random.Random(seed)
+        self.topics = ("t0", "t1", "t2")
+        self.rows: dict[tuple[str, str, str], dict] = model.rows if model else {}
+        self.owner: dict[tuple[str, str, str], str] = model.owner if model else {}
+        self.n = 1000 * seed
+
+    async def step(self) -> None:
+        rng = self.rng
+        index = rng.randrange(len(self.trackers))
+        tracker = self.trackers[index]
+        conn = f"{self.labels[index]}-c{rng.randrange(4)}"  # a conn lives on one replica
+        topic, key = rng.choice(self.topics), f"k{rng.randrange(3)}"
+        self.n += 1
+        meta = {"conn": conn, "n": self.n}
+        row = (topic, conn, key)
+        if row not in self.rows:
+            await tracker.track(conn, topic, key, meta)
+            self.rows[row] = meta
+            self.owner[row] = tracker.replica_id
+            return
+        roll = rng.random()
+        if roll < 0.4:
+            await tracker.untrack(conn, topic, key)
+            del self.rows[row], self.owner[row]
+        elif roll < 0.85:
+            await tracker.update(conn, topic, key, meta)
+            self.rows[row] = meta
+        else:
+            await tracker.untrack_all(conn)
+            for gone in [r for r in self.rows if r[1] == conn]:
+                del self.rows[gone], self.owner[gone]
+
+    async def run(self, steps: int, pause: float = 0.03) -> None:
+        for _ in range(steps):
+            await self.step()
+            if self.rng.random() < 0.2:
+                await asyncio.sleep(self.rng.uniform(0, pause))
+
+    def owned_by(self, trackers) -> dict:
+        ids = {t.replica_id for t in trackers}
+        return {row: meta for row, meta in self.rows.items() if self.owner[row] in ids}
+
+
+class Replay:
+    """A subscriber that replays diffs into a set of visible refs and notes every
+    inconsistency: a join of a row already visible, a leave of one that is not."""
+
+    def __init__(self) -> None:
+        self.visible: set[str] = set()
+        self.problems: list[str] = []
+
+    def __call__(self, diff) -> None:
+        for joins, leaves in diff.values():
+            for row in leaves:
+                if row.ref not in self.visible:
+                    self.problems.append(f"leave of invisible {row!r}")
+                self.visible.discard(row.ref)
+            for row in joins:
+                if row.ref in self.visible:
+                    self.problems.append(f"second join of {row!r}")
+                self.visible.add(row.ref)
+
+
+def visible_refs(tracker, topics) -> set[str]:
+    return {
+        meta["ref"]
+        for topic in topics
+        for entry in tracker.presence(topic).values()
+        for meta in entry["metas"]
+    }
+
+
+async def start_cluster(make_tracker, n, **options):
+    """n replicas (same options), started and seeing each other up."""
+    trackers = [await make_tracker(**options) for _ in range(n)]
+    ids = {t.replica_id for t in trackers}
+    await eventually(lambda: all(set(t.replicas()) == ids for t in trackers))
+    return trackers
 
 
 @pytest.fixture
