@@ -175,6 +175,7 @@ class Tab(_Reader):
         super().__init__(ws)
         self.page = page
         self.cart: dict[str, Any] | None = None
+        self.arrived = 0.0  # perf_counter when the last message taken arrived
 
     @property
     def cart_id(self) -> str:
@@ -187,7 +188,7 @@ class Tab(_Reader):
         return {str(line["item_id"]): line["quantity"] for line in self.cart["items"]}
 
     async def _take(self, within: float) -> dict[str, Any]:
-        _, message = await self.next(within)
+        self.arrived, message = await self.next(within)
         if message["type"] == "cart":
             self.cart = message["cart"]
         return message
@@ -210,7 +211,8 @@ class Tab(_Reader):
         return request_id
 
     async def reply(self, request_id: int, within: float = 10) -> dict[str, Any]:
-        """The `ok` for request_id (the cart it changed has arrived before it)."""
+        """The `ok` for request_id (the cart it changed has arrived before it); it arrived
+        at `self.arrived`."""
         deadline = time.monotonic() + within
         while True:
             message = await self._take(max(0.0, deadline - time.monotonic()))
