@@ -10,6 +10,12 @@ Environment:
   DATABASE_URL     absent: SQLite file var/db.sqlite3. Otherwise any dj-database-url URL.
   TRACKER_NODE_NAME  stable name of this server process in the tracker cluster (default
                    hostname:pid); a restarted process with the same name replaces its old replica.
+  TRACKER_BROADCAST_PERIOD, TRACKER_DOWN_PERIOD, TRACKER_PERMDOWN_PERIOD  the tracker's
+                   timings in seconds (defaults 0.2, 5 and 300: see tracker/conf.py for what
+                   each means). Positive numbers, checked together at start as the tracker
+                   checks them: down at least 2 x broadcast x max_silent_periods (5), permdown
+                   longer than down. Lowered by the cluster fault tests; raise down on a
+                   loaded cluster whose nodes miss heartbeats.
   DASHBOARD_DIFF_INTERVAL  seconds between coalesced staff diffs (default 0.1).
   METRICS          "on" (default) or "off": serve Prometheus metrics at /metrics. Off: 404.
   METRICS_ALLOWED_IPS  comma-separated client addresses or networks (CIDR) that may read
@@ -29,6 +35,8 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+
+from tracker.conf import ConfigurationError, TrackerOptions
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
@@ -53,6 +61,17 @@ def _env_float(name: str, default: float) -> float:
         return float(value)
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be a number of seconds, not {value!r}") from None
+
+
+def _env_seconds(name: str) -> float | None:
+    """A positive, finite number of seconds, or None (the default) when unset."""
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return None
+    seconds = _env_float(name, 0.0)
+    if not 0 < seconds < float("inf"):
+        raise ImproperlyConfigured(f"{name} must be a positive number of seconds, not {value!r}")
+    return seconds
 
 
 def _env_networks(name: str, default: str) -> list[str]:
@@ -194,11 +213,19 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-# The presence tracker (see tracker/conf.py for every option and its default).
+# The presence tracker (see tracker/conf.py for every option and its default; None means
+# that default).
 TRACKER = {
     "redis_url": REDIS_URL,
     "node_name": os.environ.get("TRACKER_NODE_NAME") or None,
+    "broadcast_period": _env_seconds("TRACKER_BROADCAST_PERIOD"),
+    "down_period": _env_seconds("TRACKER_DOWN_PERIOD"),
+    "permdown_period": _env_seconds("TRACKER_PERMDOWN_PERIOD"),
 }
+try:  # the tracker starts lazily: fail now, not at the first shopper
+    TrackerOptions.from_mapping({k: v for k, v in TRACKER.items() if v is not None})
+except ConfigurationError as error:
+    raise ImproperlyConfigured(f"tracker settings (TRACKER_* variables): {error}") from None
 
 DASHBOARD_DIFF_INTERVAL = _env_float("DASHBOARD_DIFF_INTERVAL", 0.1)
 

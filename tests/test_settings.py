@@ -35,3 +35,27 @@ def test_invalid_boolean_is_a_clear_error(tmp_path):
     result = _check({"DEBUG": "maybe", "VAR_DIR": str(tmp_path)})
     assert result.returncode != 0
     assert "DEBUG must be a boolean" in result.stderr
+
+
+def test_tracker_timings_come_from_the_environment(tmp_path):
+    env = {"DEBUG": "1", "VAR_DIR": str(tmp_path), "TRACKER_BROADCAST_PERIOD": "0.05",
+           "TRACKER_DOWN_PERIOD": "1", "TRACKER_PERMDOWN_PERIOD": "120"}  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c",
+         "from django.conf import settings; t = settings.TRACKER; "
+         "print(t['broadcast_period'], t['down_period'], t['permdown_period'])"],
+        cwd=ROOT, env={**os.environ, **env, "DJANGO_SETTINGS_MODULE": "shop.settings"},
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1].split() == ["0.05", "1.0", "120.0"]
+
+
+def test_invalid_tracker_timings_are_a_clear_error_at_start(tmp_path):
+    result = _check({"DEBUG": "1", "VAR_DIR": str(tmp_path), "TRACKER_DOWN_PERIOD": "-1"})
+    assert result.returncode != 0
+    assert "TRACKER_DOWN_PERIOD must be a positive number of seconds" in result.stderr
+    # Each value is fine alone; together a quiet peer would look dead (tracker/conf.py).
+    result = _check({"DEBUG": "1", "VAR_DIR": str(tmp_path), "TRACKER_DOWN_PERIOD": "1"})
+    assert result.returncode != 0
+    assert "down_period (1.0 s) must be at least twice" in result.stderr
