@@ -210,7 +210,10 @@ class Simulation:
         return False
 
     async def settle(self) -> Truth:
-        """Stop arrivals, departures and actions; wait for those in flight; the truth."""
+        """Stop arrivals, departures and actions; wait for those in flight; the truth.
+
+        Arrivals still waiting for their turn (`connect_concurrency`) are dropped, so the
+        truth may hold fewer than `shoppers` if the population had not filled up."""
         if self._settled is None:
             self.phase = "settling"
             self._settling = True
@@ -283,6 +286,8 @@ class Simulation:
     async def _arrive(self, node: Node) -> None:
         try:
             async with self._gate:
+                if self._settling:
+                    return  # not begun yet: settling does not wait for a backlog of arrivals
                 shopper = await self._open_shopper(node)
         except ArrivalFailed as failure:
             self.counters.connection_failures[failure.reason] += 1

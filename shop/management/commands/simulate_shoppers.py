@@ -187,7 +187,7 @@ def progress(simulation: Simulation, quiet: bool) -> Iterator[None]:
     config = simulation.config
     bar = Progress(
         TextColumn("{task.description:<9}"),
-        BarColumn(),
+        BarColumn(bar_width=12),
         TimeElapsedColumn(),
         TextColumn("{task.fields[figures]}"),
         console=Console(stderr=True),
@@ -207,7 +207,7 @@ def progress(simulation: Simulation, quiet: bool) -> Iterator[None]:
             completed=min(live.elapsed, config.duration + config.hold),
             figures=(
                 f"shoppers {live.online}/{config.shoppers}  sockets {live.sockets}  "
-                f"{rate:6.1f} actions/s  errors {live.errors}"
+                f"actions/s {rate:.1f}  errors {live.errors}"
             ),
         )
 
