@@ -8,6 +8,10 @@ Environment:
   REDIS_URL        absent: one node, in-memory channel layer, in-process tracker transport.
                    present: channels-redis layer and the Redis tracker transport (a cluster).
   DATABASE_URL     absent: SQLite file var/db.sqlite3. Otherwise any dj-database-url URL.
+  TRACKER_REDIS_URL  the Redis that carries the tracker's pub/sub when it should not be
+                   REDIS_URL's (default: REDIS_URL), e.g. a Redis of its own for the presence
+                   fan-out, or a proxy in front of it (the partition fault tests). Needs
+                   REDIS_URL: a cluster's channel layer must span its nodes too.
   TRACKER_NODE_NAME  stable name of this server process in the tracker cluster (default
                    hostname:pid); a restarted process with the same name replaces its old replica.
   TRACKER_BROADCAST_PERIOD, TRACKER_DOWN_PERIOD, TRACKER_PERMDOWN_PERIOD  the tracker's
@@ -117,6 +121,12 @@ ALLOWED_HOSTS = [
 ]
 
 REDIS_URL = os.environ.get("REDIS_URL") or None
+TRACKER_REDIS_URL = os.environ.get("TRACKER_REDIS_URL") or REDIS_URL
+if TRACKER_REDIS_URL and not REDIS_URL:
+    raise ImproperlyConfigured(
+        "TRACKER_REDIS_URL needs REDIS_URL: without it the channel layer stays in-process, "
+        "and shoppers on other nodes would never hear of their cart's changes"
+    )
 
 INSTALLED_APPS = [
     "daphne",
@@ -216,7 +226,7 @@ else:
 # The presence tracker (see tracker/conf.py for every option and its default; None means
 # that default).
 TRACKER = {
-    "redis_url": REDIS_URL,
+    "redis_url": TRACKER_REDIS_URL,
     "node_name": os.environ.get("TRACKER_NODE_NAME") or None,
     "broadcast_period": _env_seconds("TRACKER_BROADCAST_PERIOD"),
     "down_period": _env_seconds("TRACKER_DOWN_PERIOD"),

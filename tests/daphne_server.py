@@ -33,7 +33,9 @@ from tests.redis_server import free_port
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = "tests.settings"
 # Variables of the outer environment that must not leak into a server's configuration.
-_SITE_VARIABLES = ("DATABASE_URL", "REDIS_URL", "VAR_DIR", "TRACKER_NODE_NAME", "DEBUG")
+_SITE_VARIABLES = (
+    "DATABASE_URL", "REDIS_URL", "TRACKER_REDIS_URL", "VAR_DIR", "TRACKER_NODE_NAME", "DEBUG"
+)
 
 
 def server_env(

@@ -59,3 +59,24 @@ def test_invalid_tracker_timings_are_a_clear_error_at_start(tmp_path):
     result = _check({"DEBUG": "1", "VAR_DIR": str(tmp_path), "TRACKER_DOWN_PERIOD": "1"})
     assert result.returncode != 0
     assert "down_period (1.0 s) must be at least twice" in result.stderr
+
+
+def test_tracker_redis_url_defaults_to_redis_url_and_needs_it(tmp_path):
+    def tracker_url(env: dict[str, str]) -> str:
+        result = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c",
+             "from django.conf import settings; print(settings.TRACKER['redis_url'])"],
+            cwd=ROOT, capture_output=True, text=True,
+            env={**{k: v for k, v in os.environ.items() if "REDIS_URL" not in k}, **env,
+                 "DEBUG": "1", "VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "shop.settings"},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return result.stdout.splitlines()[-1]
+
+    assert tracker_url({"REDIS_URL": "redis://r:6379/0"}) == "redis://r:6379/0"
+    assert tracker_url({"REDIS_URL": "redis://r:6379/0", "TRACKER_REDIS_URL": "redis://t:1/0"}) == (
+        "redis://t:1/0"
+    )
+    result = _check({"DEBUG": "1", "VAR_DIR": str(tmp_path), "TRACKER_REDIS_URL": "redis://t:1/0"})
+    assert result.returncode != 0
+    assert "TRACKER_REDIS_URL needs REDIS_URL" in result.stderr
