@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from tests.dashboard.support import apply_stats_diff
 
@@ -76,17 +77,22 @@ class Visitor:
         """Ids of the sizes on the storefront page with the given stock level."""
         return [int(i) for i, lvl in ITEM_BUTTON.findall(self.get("/")) if lvl == level]
 
-    async def open_tab(self, node: Node, page: str) -> Tab:
-        """A shopper page on `node`: the socket, once its first `cart` message arrived."""
+    async def open_tab(self, node: Node, page: str, within: float = 10) -> Tab:
+        """A shopper page on `node`: the socket, once its first `cart` message arrived
+        (handshake and cart each within `within` s; the socket is closed if either fails)."""
         if self.cookie("sessionid") is None:
             raise AssertionError("no session yet: GET a storefront page first")
         ws = await connect(
             f"{node.ws_url}/ws/cart/?page={urllib.parse.quote(page)}",
             additional_headers={"Cookie": self.cookie_header, "Origin": node.url},
-            open_timeout=10,
+            open_timeout=within,
         )
         tab = Tab(ws, page)
-        await tab.wait_cart()
+        try:
+            await tab.wait_cart(within)
+        except BaseException:
+            await tab.abort()
+            raise
         return tab
 
     # -- staff ----------------------------------------------------------------------------
@@ -107,16 +113,21 @@ class Visitor:
     def token(self, node: Node) -> str:
         return json.loads(self.get("/dashboard/token/", base_url=node.url))["token"]
 
-    async def open_dashboard(self, node: Node) -> StaffClient:
-        """A staff socket on `node` with a fresh token, once its snapshot arrived."""
+    async def open_dashboard(self, node: Node, within: float = 10) -> StaffClient:
+        """A staff socket on `node` with a fresh token, once its snapshot arrived (handshake
+        and snapshot each within `within` s; the socket is closed if either fails)."""
         token = await asyncio.to_thread(self.token, node)
         ws = await connect(
             f"{node.ws_url}/ws/dashboard/?token={urllib.parse.quote(token)}",
             additional_headers={"Origin": node.url},
-            open_timeout=10,
+            open_timeout=within,
         )
         client = StaffClient(ws)
-        await client.wait_snapshot()
+        try:
+            await client.wait_snapshot(within)
+        except BaseException:
+            await client.abort()
+            raise
         return client
 
 
@@ -132,6 +143,8 @@ class _Reader:
         try:
             async for raw in self.ws:
                 self.inbox.put_nowait((time.perf_counter(), json.loads(raw)))
+        except ConnectionClosed:
+            pass  # closed abnormally (a crashed or killed server): `ws.close_code` tells
         finally:
             self.inbox.put_nowait((time.perf_counter(), None))  # closed
 
@@ -164,6 +177,17 @@ class _Reader:
     async def close(self) -> None:
         await self.ws.close()
         await asyncio.wait_for(self.task, 10)
+
+    async def abort(self) -> None:
+        """Close without waiting for the server's goodbye (it may be dead or hanging)."""
+        self.ws.transport.abort()
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+    @property
+    def open(self) -> bool:
+        """Whether the server has not closed it (as far as this client knows)."""
+        return self.ws.close_code is None and not self.task.done()
 
 
 class Tab(_Reader):
