@@ -1,0 +1,190 @@
+"""What the cluster fault tests share: nodes with fast tracker timings, the truth of what the
+test's live clients hold, bounded waits, and clients that reconnect as the pages do.
+
+Timings of every node here (environment variables of shop/settings.py):
+- broadcast period 0.05 s (heartbeats; an idle node sends one every 5 periods, 0.25 s),
+- down period 1.0 s (a silent peer is down and its rows hidden),
+- permdown period 120 s: far longer than any test, so a down peer is never purged during one
+  and everything seen after a fault comes from down/up detection, goodbyes and transfers,
+- staff diffs coalesced over 0.05 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from tests.daphne_server import DaphneServer, manage, prepare_database, server_env
+from tests.live_clients import Node, StaffClient, Tab, Visitor
+from tests.redis_server import RedisServer
+
+BROADCAST_PERIOD = 0.05
+MAX_SILENT_PERIODS = 5  # the tracker's default (not set here)
+SILENT_INTERVAL = BROADCAST_PERIOD * MAX_SILENT_PERIODS
+DOWN_PERIOD = 1.0
+PERMDOWN_PERIOD = 120.0
+DIFF_INTERVAL = 0.05
+# Added to every time bound: the test process, two daphne processes and Redis share 2 cores,
+# so a node's tick or the test's read of a message may come this much late. The tracker's
+# own delays are spelled out in each bound; this covers only scheduling.
+SCHEDULING_TOLERANCE = 0.5
+
+FAST_TIMINGS = {
+    "TRACKER_BROADCAST_PERIOD": str(BROADCAST_PERIOD),
+    "TRACKER_DOWN_PERIOD": str(DOWN_PERIOD),
+    "TRACKER_PERMDOWN_PERIOD": str(PERMDOWN_PERIOD),
+    "DASHBOARD_DIFF_INTERVAL": str(DIFF_INTERVAL),
+}
+
+STAFF_USER, STAFF_PASSWORD = "fault-staff", "fault-staff-pw"
+# Waits that are not the measured bound: long enough never to fail a healthy run, short
+# enough that a broken one fails in seconds rather than hanging.
+SETTLE_SECONDS = 10.0
+
+
+class Cluster:
+    """Daphne nodes sharing one database and one Redis; `close()` stops them all and prints
+    their logs (pytest shows them when the test fails)."""
+
+    def __init__(self, redis: RedisServer, tmp_path: Path) -> None:
+        self.redis = redis
+        self.tmp_path = tmp_path
+        self.database = prepare_database(tmp_path / "db.sqlite3")
+        manage(
+            "shell",
+            "-c",
+            "from django.contrib.auth import get_user_model; "
+            f"get_user_model().objects.create_user({STAFF_USER!r}, "
+            f"password={STAFF_PASSWORD!r}, is_staff=True)",
+            env=server_env(tmp_path, self.database),
+        )
+        self.nodes: list[DaphneServer] = []
+
+    def node(self, name: str, env: dict[str, str] | None = None) -> DaphneServer:
+        """A started node named `name` (its tracker node name too), with the fast timings."""
+        node = DaphneServer(
+            self.database,
+            redis_url=self.redis.url,
+            env={"TRACKER_NODE_NAME": name, **FAST_TIMINGS, **(env or {})},
+            var_dir=self.tmp_path / name,
+        )
+        self.nodes.append(node)
+        return node.start()
+
+    def close(self) -> None:
+        for node in self.nodes:
+            try:
+                node.stop()
+            finally:
+                print(f"--- log of node {node.port} ({node.log_path}):\n{node.logs(150)}")
+
+
+# -- the truth ---------------------------------------------------------------------------
+
+
+def truth_of(tabs: Iterable[Tab]) -> dict:
+    """The aggregates the staff views must show for these open tabs (DESIGN §4), with the
+    per-cart rows (pages and item count), which also catch a cart counted twice."""
+    carts: dict[str, list[Tab]] = {}
+    for tab in tabs:
+        carts.setdefault(tab.cart_id, []).append(tab)
+    items: dict[str, int] = {}
+    paths: dict[str, int] = {}
+    entries: dict[str, dict] = {}
+    for cart_id, cart_tabs in carts.items():
+        contents = cart_tabs[0].items
+        if any(tab.items != contents for tab in cart_tabs):
+            raise AssertionError(
+                f"the tabs of cart {cart_id} disagree: {[t.items for t in cart_tabs]}; "
+                "wait for them to agree (Tab.until_items) before asking for the truth"
+            )
+        for item_id, quantity in contents.items():
+            items[item_id] = items.get(item_id, 0) + quantity
+        entries[cart_id] = {"pages": len(cart_tabs), "items": sum(contents.values())}
+        for tab in cart_tabs:
+            paths[tab.page] = paths.get(tab.page, 0) + 1
+    return {
+        "shoppers": len(carts),
+        "pages": sum(len(t) for t in carts.values()),
+        "items": items,
+        "pages_by_path": paths,
+        "carts": entries,
+    }
+
+
+def seen(view: StaffClient) -> dict:
+    """A staff view's numbers in the terms of `truth_of`."""
+    stats = view.stats
+    return {
+        "shoppers": stats["shoppers"],
+        "pages": stats["pages"],
+        "items": stats["items"],
+        "pages_by_path": stats["pages_by_path"],
+        "carts": {
+            cart_id: {"pages": entry["pages"], "items": entry["items"]}
+            for cart_id, entry in stats["carts"].items()
+        },
+    }
+
+
+async def until_exact(
+    view: StaffClient, tabs: Iterable[Tab], within: float, what: str
+) -> float:
+    """Wait (at most `within` s) until the view shows exactly the truth of `tabs`; returns
+    the perf_counter time at which the message that made it so arrived."""
+    expected = truth_of(tabs)
+    await view.until(lambda v: seen(v) == expected, within, what)
+    return view.diffs[-1].arrived if view.diffs else time.perf_counter()
+
+
+async def stays_exact(views: Iterable[StaffClient], tabs: Iterable[Tab], seconds: float) -> None:
+    """For `seconds`, no view may change: no late leave, no ghost coming back, no duplicate."""
+    views = list(views)
+    expected = truth_of(tabs)
+    before = [len(view.diffs) for view in views]
+    await asyncio.gather(*(view.drain(seconds) for view in views))
+    for view, count in zip(views, before, strict=True):
+        assert view.open, f"the staff view on {view.node} was closed ({view.ws.close_code})"
+        late = [diff.stats for diff in view.diffs[count:]]
+        assert not late, f"the staff view on {view.node} changed after converging: {late}"
+        assert seen(view) == expected, f"{view.node}: {seen(view)} != {expected}"
+
+
+def replica_names(view: StaffClient) -> dict[str, str]:
+    """The view's replicas by node name (the replica id without its random part)."""
+    return {replica.rsplit(":", 1)[0]: status for replica, status in view.replicas.items()}
+
+
+# -- clients that come back, as the pages' scripts do ---------------------------------------
+
+
+async def open_staff(node: Node, staff: Visitor | None = None) -> tuple[Visitor, StaffClient]:
+    """A logged-in staff user and a staff view on `node`."""
+    if staff is None:
+        staff = Visitor(node.url)
+        await asyncio.to_thread(staff.login, STAFF_USER, STAFF_PASSWORD)
+    return staff, await staff.open_dashboard(node)
+
+
+async def new_shopper(node: Node) -> Visitor:
+    """A visitor whose first storefront page made its cart."""
+    shopper = Visitor(node.url)
+    await asyncio.to_thread(shopper.get, "/")
+    return shopper
+
+
+async def retrying(open_once, within: float, attempt: float = 3.0):
+    """`await open_once(attempt)` until it succeeds, for at most `within` s, pausing 0.2 s
+    between attempts as the pages' scripts back off: what a browser does while a node
+    recovers. Raises the last failure when time runs out."""
+    deadline = time.monotonic() + within
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return await open_once(max(0.5, min(attempt, left)))
+        except Exception as error:  # refused, HTTP 500, timed out, closed at once
+            if deadline - time.monotonic() <= 0.2:
+                raise AssertionError(f"could not reconnect within {within} s: {error!r}") from None
+        await asyncio.sleep(0.2)
