@@ -35,6 +35,16 @@ NOT_STAFF_CLOSE_CODE = 4403
 class DashboardConsumer(AsyncWebsocketConsumer):
     """One staff dashboard: forwards this node's aggregates and the shop's stock changes."""
 
+    async def __call__(self, scope, receive, send) -> None:
+        """Run the connection; however it ends, it leaves the hub. `disconnect` runs only
+        when the client goes away; a consumer whose channel layer failed (Redis lost) or
+        that was cancelled would otherwise keep its queue in the hub, filling with every
+        diff, and its feed tasks, for as long as the process lives."""
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.leave_hub()
+
     async def connect(self) -> None:
         self.user_id = self.scope["user"].pk
         self.hub = await get_hub()
@@ -46,12 +56,18 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         OPEN_STAFF_SOCKETS.inc()  # paired with the unregister in disconnect
         self.tasks = [asyncio.create_task(self._pump()), asyncio.create_task(self._recheck())]
 
-    async def disconnect(self, code: int) -> None:
+    def leave_hub(self) -> None:
+        """Stop the feed, unregister from the hub, uncount (once; no I/O)."""
         for task in getattr(self, "tasks", ()):
             task.cancel()
+        self.tasks = []
         if hasattr(self, "queue"):
             self.hub.unregister(self.queue)
             OPEN_STAFF_SOCKETS.dec()
+            del self.queue
+
+    async def disconnect(self, code: int) -> None:
+        self.leave_hub()
         await self.channel_layer.group_discard(STOCK_GROUP, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:

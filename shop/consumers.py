@@ -86,6 +86,20 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
     tracker: Tracker | None = None  # set while this connection is tracked
     counted: bool = False  # in OPEN_SHOPPER_SOCKETS
 
+    async def __call__(self, scope, receive, send) -> None:
+        """Run the connection; however it ends, its page leaves the tracker.
+
+        `disconnect` runs only when the client goes away. A consumer also ends when its
+        channel layer fails (Redis lost: every consumer of the node fails at once and daphne
+        closes their sockets with 1011) or when it is cancelled (server shutdown). Its row
+        would then stay tracked: a ghost on every node's staff dashboard for as long as this
+        process lives.
+        """
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.leave()
+
     async def connect(self) -> None:
         self.page = clean_page(self.scope.get("query_string", b""))
         self.rate_limiter = RateLimiter()
@@ -124,13 +138,18 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
         username = user.get_username() if user is not None and user.is_authenticated else None
         return cart_meta(self.cart, page=self.page, user=username, joined_at=self.joined_at)
 
-    async def disconnect(self, code: int) -> None:
+    async def leave(self) -> None:
+        """Stop counting and tracking this page (once; no I/O, so it also runs while the
+        consumer is being cancelled or after its channel layer failed)."""
         if self.counted:
             OPEN_SHOPPER_SOCKETS.dec()
             self.counted = False
         tracker, self.tracker = self.tracker, None
         if tracker is not None and tracker.running:
             await tracker.untrack(self.channel_name, CARTS_TOPIC, self.cart_id)
+
+    async def disconnect(self, code: int) -> None:
+        await self.leave()
         if self.cart_id is not None:
             await self.channel_layer.group_discard(cart_group(self.cart_id), self.channel_name)
             await self.channel_layer.group_discard(STOCK_GROUP, self.channel_name)
