@@ -9,7 +9,7 @@ websockets through the `websockets` library, as a browser would use them.
     staff = Visitor(node.url)
     staff.login("boss", "secret")
     view = await staff.open_dashboard(node)        # snapshot, then diffs applied in order
-    await view.until(lambda stats: stats["shoppers"] == 1)
+    await view.until(lambda v: v.stats["shoppers"] == 1)   # at most 5 s
 
 Used by the cluster tests and by `bench/dashboard_bench.py`; every wait is bounded.
 """
