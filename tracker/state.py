@@ -43,10 +43,12 @@ class State:
         self.peer_clocks: dict[str, int] = {}  # the highest dot each peer has announced
         self.replicas: dict[str, str] = {}  # peer -> UP / DOWN (never self)
         # Indexes. `owned` holds every stored row (visible or hidden) by owner and dot;
-        # `topics` only the visible ones; `conns` only our own, for leave and leave-all.
+        # `topics` only the visible ones; `conns` only our own, for leave and leave-all:
+        # per conn its one row itself, or {(topic, key): row} once it has had several
+        # (most connections hold one row; a dict and a tuple per row would cost ~280 B).
         self.owned: dict[str, dict[int, Presence]] = {replica: {}}
         self.topics: dict[str, dict[str, dict[Presence, None]]] = {}
-        self.conns: dict[str, dict[tuple[str, str], Presence]] = {}
+        self.conns: dict[str, Presence | dict[tuple[str, str], Presence]] = {}
         self._delta = Delta(replica, 0, 0)
         self.generations = DeltaGenerations(max_delta_sizes)
 
@@ -97,22 +99,31 @@ class State:
 
     # -- local operations (we are the owner) ---------------------------------------------
 
+    def _own_row(self, conn: str, topic: str, key: str) -> Presence | None:
+        held = self.conns.get(conn)
+        if held is None:
+            return None
+        if type(held) is dict:
+            return held.get((topic, key))
+        return held if held.topic == topic and held.key == key else None
+
     def join(self, conn: str, topic: str, key: str, meta: dict[str, Any]) -> Presence:
-        rows = self.conns.get(conn)
-        if rows is not None and (topic, key) in rows:
+        if conn in self.conns and self._own_row(conn, topic, key) is not None:
             raise AlreadyTracked(f"{conn!r} is already tracked on {topic!r} as {key!r}")
         return self._add_local(conn, topic, key, meta)
 
     def leave(self, conn: str, topic: str, key: str) -> Presence:
-        rows = self.conns.get(conn)
-        row = rows.get((topic, key)) if rows is not None else None
+        row = self._own_row(conn, topic, key)
         if row is None:
             raise NotTracked(f"{conn!r} is not tracked on {topic!r} as {key!r}")
         self._remove_local(row)
         return row
 
     def leave_conn(self, conn: str) -> list[Presence]:
-        rows = list(self.conns.get(conn, {}).values())
+        held = self.conns.get(conn)
+        if held is None:
+            return []
+        rows = list(held.values()) if type(held) is dict else [held]
         for row in rows:
             self._remove_local(row)
         return rows
@@ -129,7 +140,14 @@ class State:
         row = Presence(topic, conn, key, meta, self.replica, dots.contiguous)
         self.owned[self.replica][row.clock] = row
         self._show(row)
-        self.conns.setdefault(conn, {})[(topic, key)] = row
+        conns = self.conns
+        held = conns.get(conn)
+        if held is None:
+            conns[conn] = row
+        elif type(held) is dict:
+            held[(topic, key)] = row
+        else:
+            conns[conn] = {(held.topic, held.key): held, (topic, key): row}
         self._delta.rows[row.clock] = row
         self._delta.end = row.clock
         return row
@@ -139,10 +157,14 @@ class State:
         dots.contiguous += 1  # the leave's own dot: peers learn they missed nothing
         del self.owned[self.replica][row.clock]
         self._hide(row)
-        rows = self.conns[row.conn]
-        del rows[(row.topic, row.key)]
-        if not rows:
-            del self.conns[row.conn]
+        conns = self.conns
+        held = conns[row.conn]
+        if held is row:
+            del conns[row.conn]
+        else:
+            del held[(row.topic, row.key)]
+            if not held:
+                del conns[row.conn]
         delta = self._delta
         if delta.rows.pop(row.clock, None) is None:
             delta.removed.add(row.clock)
