@@ -30,7 +30,7 @@ from .conf import TrackerOptions
 from .deltas import Presence
 from .shard import Shard
 from .state import DOWN, UP, NotTracked
-from .transports.base import Outgoing, Transport, TransportUnavailable
+from .transports.base import Outgoing, Transport, TransportUnavailable, cancel_and_wait
 from .transports.local import LocalBus, LocalTransport, default_bus
 
 logger = logging.getLogger("tracker")
@@ -215,9 +215,7 @@ class Tracker:
                 await asyncio.wait_for(self._outbox.join(), timeout=2.0)
             except TimeoutError:
                 logger.warning("tracker %s: goodbye not delivered within 2 s", self.name)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         for shard in self.shards:
             shard.cancel()

@@ -225,9 +225,16 @@ async def make_tracker():
         return tracker
 
     yield make
+    hung = []
     for tracker in made:
         if tracker.running:
-            await tracker.stop(graceful=False)
+            try:
+                await asyncio.wait_for(tracker.stop(graceful=False), 10)
+            except TimeoutError:
+                hung.append(tracker.replica_id)
+                for task in asyncio.all_tasks():
+                    task.print_stack(limit=12)
+    assert not hung, f"stop(graceful=False) hung for {hung}"
     await asyncio.sleep(0)
     leaked = [
         task.get_name()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple, Protocol
 
 
@@ -36,3 +37,23 @@ class Transport(Protocol):
         """Send in order; raise TransportUnavailable if they could not be handed over."""
 
     async def close(self) -> None: ...
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task], every: float = 0.1) -> None:
+    """Cancel `tasks` and wait until each has ended, cancelling again while one runs on.
+
+    A cancellation can be lost inside a client library: on Python 3.11 `asyncio.wait_for`,
+    which redis-py puts around every socket write, returns the inner result and drops the
+    cancellation when both land in the same loop iteration (bpo-42130), and a loop around
+    it then carries on as if nothing had happened. One cancel() and a wait would then
+    wait for ever.
+    """
+    tasks = list(tasks)
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=every)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved, as gather(return_exceptions=True) did

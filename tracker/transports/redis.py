@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from .base import Outgoing, Receive, TransportUnavailable
+from .base import Outgoing, Receive, TransportUnavailable, cancel_and_wait
 
 logger = logging.getLogger("tracker.redis")
 
@@ -123,11 +123,7 @@ class RedisTransport:
 
     async def close(self) -> None:
         if self._reader is not None:
-            self._reader.cancel()
-            try:
-                await self._reader
-            except (asyncio.CancelledError, Exception):
-                pass
+            await cancel_and_wait([self._reader])
             self._reader = None
         await self._drop_pubsub()
         if self._client is not None:
