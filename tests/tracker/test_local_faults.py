@@ -296,3 +296,31 @@ async def test_a_replica_silent_for_permdown_period_is_purged(make_tracker):
     assert refs(seen.leaves()) == b_refs and len(seen.leaves()) == 5
     assert seen.joins() == []
     assert a.list("room") == [("a-key", {})]
+
+
+async def test_the_same_identity_back_after_permdown_is_welcomed_afresh(make_tracker):
+    # Purged after permdown_period, then heard again (a netsplit longer than permdown):
+    # peers hold nothing of it any more, so they ask for everything and show its
+    # current rows, not the ones they purged.
+    bus = LocalBus()
+    a, b, b_refs = await two_with_rows(make_tracker, bus)
+    bus.partition([a.replica_id], [b.replica_id])
+    await eventually(lambda: b.replica_id not in a.replicas(), timeout=5)
+    await eventually(lambda: a.replica_id not in b.replicas(), timeout=1)
+    await b.untrack("c0", "room", "k0")
+    await b.update("c1", "room", "k1", {"i": "updated"})
+    await a.update("a-conn", "room", "a-key", {"a": "updated"})
+    seen = Recorder()
+    a.subscribe(seen)
+
+    bus.heal()
+    want = sorted(
+        [("a-key", {"a": "updated"}), ("k1", {"i": "updated"})]
+        + [(f"k{i}", {"i": i}) for i in range(2, 5)]
+    )
+    await eventually(lambda: sorted(a.list("room")) == want, timeout=3)
+    await eventually(lambda: sorted(b.list("room")) == want, timeout=1)
+    assert a.replicas() == b.replicas() == {a.replica_id: "up", b.replica_id: "up"}
+    await eventually(lambda: len(seen.joins()) == 4, timeout=0.5)
+    assert {row.key for row in seen.joins()} == {"k1", "k2", "k3", "k4"}
+    assert seen.leaves() == []
