@@ -127,11 +127,11 @@ class Workload:
     model of what every replica should end up showing: `rows` {(topic, conn, key): meta},
     and `owner` {(topic, conn, key): replica id}. Workloads may share one model."""
 
-    def __init__(self, trackers, seed: int, *, labels=None, model=None) -> None:
+    def __init__(self, trackers, seed: int, *, labels=None, model=None, topics=None) -> None:
         self.trackers = list(trackers)
         self.labels = labels or [f"r{i}" for i in range(len(self.trackers))]
         self.rng = random.Random(seed)
-        self.topics = ("t0", "t1", "t2")
+        self.topics = tuple(topics or (model.topics if model else ("t0", "t1", "t2")))
         self.rows: dict[tuple[str, str, str], dict] = model.rows if model else {}
         self.owner: dict[tuple[str, str, str], str] = model.owner if model else {}
         self.n = 1000 * seed

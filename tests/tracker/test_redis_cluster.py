@@ -96,14 +96,17 @@ async def test_stop_returns_when_cancelled_mid_publish(make_tracker, redis_serve
         assert not t.running
 
 
-async def test_three_replicas_converge(make_tracker, redis_server):
-    trackers = await start_cluster(make_tracker, 3, redis_url=redis_server.url)
+@pytest.mark.parametrize("pool_size", [1, 3])
+async def test_three_replicas_converge(make_tracker, redis_server, pool_size):
+    trackers = await start_cluster(make_tracker, 3, redis_url=redis_server.url, pool_size=pool_size)
     replays = [Replay() for _ in trackers]
     for t, replay in zip(trackers, replays, strict=True):
         t.subscribe(replay)
-    work = Workload(trackers, seed=21)
+    work = Workload(trackers, seed=21, topics=("a", "b", "c", "cart", "page", "room"))
     await work.run(300)
     await converged(trackers, work.topics, work.rows, timeout=5)
+    used = [sum(1 for s in t.status()["shards"] if s["rows"]) for t in trackers]
+    assert used == [pool_size] * 3  # every shard carries rows of its own topics
     for t, replay in zip(trackers, replays, strict=True):
         assert replay.problems == []
         await eventually(lambda t=t, r=replay: r.visible == visible_refs(t, work.topics), 0.5)
