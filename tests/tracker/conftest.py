@@ -174,28 +174,31 @@ class Workload:
 
 
 class Replay:
-    """A subscriber that replays diffs into a set of visible refs and notes every
-    inconsistency: a join of a row already visible, a leave of one that is not."""
+    """A subscriber that replays diffs into the set of visible rows, as (topic, ref), and
+    notes every inconsistency: a join of a row already visible, a leave of one that is
+    not. (Refs are unique per topic; with pool_size > 1 two topics on different shards
+    can carry the same ref, see test_refs_are_unique_across_shards.)"""
 
     def __init__(self) -> None:
-        self.visible: set[str] = set()
+        self.visible: set[tuple[str, str]] = set()
         self.problems: list[str] = []
 
     def __call__(self, diff) -> None:
-        for joins, leaves in diff.values():
+        for topic, (joins, leaves) in diff.items():
             for row in leaves:
-                if row.ref not in self.visible:
+                if (topic, row.ref) not in self.visible:
                     self.problems.append(f"leave of invisible {row!r}")
-                self.visible.discard(row.ref)
+                self.visible.discard((topic, row.ref))
             for row in joins:
-                if row.ref in self.visible:
+                if (topic, row.ref) in self.visible:
                     self.problems.append(f"second join of {row!r}")
-                self.visible.add(row.ref)
+                self.visible.add((topic, row.ref))
 
 
-def visible_refs(tracker, topics) -> set[str]:
+def visible_refs(tracker, topics) -> set[tuple[str, str]]:
+    """Every visible row of `topics` on `tracker`, as (topic, ref)."""
     return {
-        meta["ref"]
+        (topic, meta["ref"])
         for topic in topics
         for entry in tracker.presence(topic).values()
         for meta in entry["metas"]
