@@ -83,9 +83,8 @@ async def test_stop_returns_when_cancelled_mid_publish(make_tracker, redis_serve
     quiet = {"max_silent_periods": 100, "down_period": 10.0, "permdown_period": 20.0}
     for offset in range(8):
         t = await make_tracker(redis_url=redis_server.url, **quiet)
-        await asyncio.sleep(
-            2 * FAST["broadcast_period"]
-        )  # no heartbeat due: a change goes out at once
+        # No heartbeat is due for a while, so the change goes out at once.
+        await asyncio.sleep(2 * FAST["broadcast_period"])
         await t.track("c", "room", "k", {})
         for _ in range(offset):
             await asyncio.sleep(0)
