@@ -35,8 +35,9 @@ class Presence:
 
     @property
     def ref(self) -> str:
-        """A cluster-wide unique name of this row (a new one on every update)."""
-        return f"{self.replica}/{self.clock}"
+        """A cluster-wide unique name of this row (a new one on every update). Each shard
+        counts its own dots, and a topic lives on one shard, so the topic is part of it."""
+        return f"{self.replica}/{self.topic}/{self.clock}"
 
     def __repr__(self) -> str:
         return f"Presence({self.topic!r}, {self.conn!r}, {self.key!r}, {self.meta!r}, {self.ref})"

@@ -70,12 +70,14 @@ class Shard:
         emit: Emit,
         *,
         observer: bool = False,
+        started_at: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.index = index
         self.options = options
         self.state = State(replica, options.max_delta_sizes)
         self.observer = observer  # an observer tracks nothing and is not listed by peers
+        self.started_at = started_at  # unix time; orders replicas sharing a node name
         self._send = send
         self._emit = emit
         self._now = clock
@@ -83,6 +85,7 @@ class Shard:
         self._requested: dict[str, float] = {}  # peer -> when we last asked it for a transfer
         self._gone: set[str] = set()  # said goodbye or were replaced: never again
         self._by_name: dict[str, str] = {}  # node name -> its current replica id
+        self._started: dict[str, float] = {}  # replica -> its announced start time
         self._last_sent = float("-inf")
         self._flush_handle: asyncio.Handle | asyncio.TimerHandle | None = None
         self._ticks = 0
@@ -111,7 +114,9 @@ class Shard:
             self._flush_handle.cancel()
             self._flush_handle = None
         delta = self.state.take_delta()
-        payload = wire.encode_delta(wire.HEARTBEAT, delta, observer=self.observer)
+        payload = wire.encode_delta(
+            wire.HEARTBEAT, delta, observer=self.observer, started=self.started_at
+        )
         self._last_sent = self._now()
         self.stats.heartbeats_sent += 1
         self._out(None, payload)
@@ -198,21 +203,45 @@ class Shard:
             if self._flush_handle is None:
                 self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
             return
-        if sender not in self.state.replicas:
-            self._welcome(sender)
+        if sender not in self.state.replicas and not self._welcome(sender, message.get("st", 0.0)):
+            return
         self._merge(sender, message)
 
-    def _welcome(self, sender: str) -> None:
+    def _welcome(self, sender: str, started: float) -> bool:
+        """Admit a replica heard for the first time, unless it is an older incarnation of
+        a node whose newer one we know (ourselves included): a node name is one live
+        process, and the one started last is it."""
         name = node_name_of(sender)
-        previous = self._by_name.get(name)
+        if name == node_name_of(self.replica) and not self.observer:
+            previous, previous_started = self.replica, self.started_at
+        else:
+            previous = self._by_name.get(name)
+            previous_started = self._started.get(previous, 0.0)
         if previous is not None and previous != sender:
+            if (started, sender) < (previous_started, previous):
+                logger.warning(
+                    "ignoring replica %s: %s is the newer one of node %s", sender, previous, name
+                )
+                self._gone.add(sender)
+                return False
+            if previous == self.replica:
+                logger.error(
+                    "replica %s of our node name %s started after us; peers now "
+                    "ignore this replica",
+                    sender,
+                    name,
+                )
+                self._gone.add(sender)
+                return False
             logger.info("replica %s replaced by %s", previous, sender)
             self._forget(previous, for_good=True)
         self._by_name[name] = sender
+        self._started[sender] = started
         logger.info("replica %s up", sender)
         # Greet the newcomer: our heartbeat tells it our clock, so it asks for our rows.
         if self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
+        return True
 
     def _merge(self, sender: str, message: dict[str, Any]) -> None:
         self.last_heard[sender] = self._now()
@@ -240,6 +269,7 @@ class Shard:
         self._emit([], self.state.replica_permdown(peer))
         self.last_heard.pop(peer, None)
         self._requested.pop(peer, None)
+        self._started.pop(peer, None)
         if self._by_name.get(node_name_of(peer)) == peer:
             del self._by_name[node_name_of(peer)]
         if for_good:

@@ -90,7 +90,9 @@ class _Subscriber:
         self.callback = callback
         self.queue: asyncio.Queue[Diff] | None = None
         self.task: asyncio.Task | None = None
-        if inspect.iscoroutinefunction(callback):
+        if inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(
+            getattr(callback, "__call__", None)  # noqa: B004 - an object with async __call__
+        ):
             # A coroutine subscriber runs in its own task: a slow one delays only itself.
             self.queue = asyncio.Queue()
             self.task = asyncio.create_task(self._drain(), name="tracker-subscriber")
@@ -134,7 +136,9 @@ class Tracker:
         if bus is not None and self.options.redis_url:
             raise ValueError("give either redis_url or bus, not both")
         self.observer = observer
-        self.replica_id = new_replica_id(name, self.options.node_name)
+        # An observer never takes a server's node name: it would look like that server's
+        # successor, and peers would drop the server's rows.
+        self.replica_id = new_replica_id(name, None if observer else self.options.node_name)
         self._bus = bus
         self.transport: Transport | None = None
         self.shards: list[Shard] = []
@@ -180,8 +184,17 @@ class Tracker:
             )
         else:
             self.transport = LocalTransport(self._bus or default_bus(), self.name, self.replica_id)
+        self.started_at = time.time()
         self.shards = [
-            Shard(i, self.replica_id, self.options, self._send, self._emit, observer=self.observer)
+            Shard(
+                i,
+                self.replica_id,
+                self.options,
+                self._send,
+                self._emit,
+                observer=self.observer,
+                started_at=self.started_at,
+            )
             for i in range(self.options.pool_size)
         ]
         self._outbox = asyncio.Queue()
@@ -191,7 +204,6 @@ class Tracker:
             asyncio.create_task(self._run_ticker(), name=f"tracker-{self.name}-ticker"),
         ]
         self.running = True
-        self.started_at = time.time()
         for shard in self.shards:
             shard.flush()  # announce ourselves: peers see us up within one round trip
         logger.info(
@@ -279,6 +291,8 @@ class Tracker:
     async def untrack_all(self, conn: str) -> None:
         """Stop tracking every row of `conn` (on every topic)."""
         self._check_running()
+        if not isinstance(conn, str):
+            raise TypeError(f"conn must be a str, not {type(conn).__name__}")
         for shard in self.shards:
             rows = shard.state.leave_conn(conn)
             if rows:

@@ -1,6 +1,8 @@
 """The tracker's messages between replicas, as msgpack.
 
-  heartbeat  {"t": "hb", "r": sender, "s": start, "e": end, "d": rows, "x": removed, "o": observer}
+  heartbeat  {"t": "hb", "r": sender, "s": start, "e": end, "d": rows, "x": removed,
+              "o": observer flag, "st": the sender's start time (which of two replicas
+              with one node name is the newer)}
   transfer   {"t": "tx", ...same fields as a heartbeat}, sent to one replica
   request    {"t": "tq", "r": sender, "s": dots of the owner the sender has up to}
   goodbye    {"t": "bye", "r": sender}: gone for good, purge my rows now
@@ -57,7 +59,9 @@ _local = threading.local()
 _KEEP_PACKER_BELOW = 64 * 1024
 
 
-def encode_delta(kind: str, delta: Delta, observer: bool = False) -> bytes:
+def encode_delta(
+    kind: str, delta: Delta, *, observer: bool = False, started: float | None = None
+) -> bytes:
     by_topic: dict[str, list[list[Any]]] = {}
     for dot, row in delta.rows.items():
         entries = by_topic.get(row.topic)
@@ -74,6 +78,8 @@ def encode_delta(kind: str, delta: Delta, observer: bool = False) -> bytes:
     }
     if observer:
         message["o"] = 1
+    if started is not None:
+        message["st"] = started
     return msgpack.packb(message)
 
 

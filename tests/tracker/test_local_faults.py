@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from tracker import LocalBus
 
 from .conftest import (
@@ -328,12 +326,6 @@ async def test_the_same_identity_back_after_permdown_is_welcomed_afresh(make_tra
     assert seen.leaves() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Shard._welcome only replaces a known peer of the same node name; a replica "
-    "never treats a peer with its own node name as its predecessor, so while the old "
-    "one still runs, the new one lists the old rows that every other peer dropped",
-)
 async def test_the_successor_agrees_with_its_peers_while_its_predecessor_still_runs(
     make_tracker,
 ):
@@ -345,3 +337,25 @@ async def test_the_successor_agrees_with_its_peers_while_its_predecessor_still_r
     await eventually(lambda: sorted(a.list("room")) == want, timeout=1)
     await asyncio.sleep(4 * FAST["broadcast_period"])
     assert sorted(new.list("room")) == want
+
+
+async def test_a_peer_that_meets_both_incarnations_keeps_the_newer_whatever_the_order(
+    make_tracker,
+):
+    """Ids carry no order, so heartbeats carry the start time: a replica that first hears
+    the new incarnation of a node, then the old one still running, keeps the new one."""
+    bus = LocalBus()
+    old = await make_tracker(bus=bus, node_name="node-x")
+    await old.track("c-old", "room", "old", {})
+    await asyncio.sleep(0.01)
+    new = await make_tracker(bus=bus, node_name="node-x")
+    await new.track("c-new", "room", "new", {})
+    z = await make_tracker(bus=bus)
+    bus.partition([old.replica_id], [z.replica_id])
+    await eventually(lambda: z.list("room") == [("new", {})], timeout=1)
+    bus.heal()  # now z hears the old incarnation too
+    await old.track("c-old-2", "room", "old-2", {})
+    await asyncio.sleep(6 * FAST["broadcast_period"])
+    assert z.list("room") == [("new", {})]
+    assert old.replica_id not in z.replicas()
+    assert new.list("room") == [("new", {})]

@@ -419,11 +419,6 @@ async def test_pool_size_spreads_topics_over_shards_and_replicates_each(make_tra
     assert b.replicas() == {a.replica_id: "up", b.replica_id: "up"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="each shard counts its own dots and Presence.ref is replica/dot, so with "
-    "pool_size > 1 rows of topics on different shards share refs (tracker/deltas.py)",
-)
 async def test_refs_are_unique_across_shards(make_tracker):
     # Presence.ref is documented as "a cluster-wide unique name of this row".
     t = await make_tracker(bus=LocalBus(), pool_size=3)
