@@ -63,7 +63,8 @@ class Cluster:
         self.nodes: list[DaphneServer] = []
 
     def node(self, name: str, env: dict[str, str] | None = None) -> DaphneServer:
-        """A started node named `name` (its tracker node name too), with the fast timings."""
+        """A started node named `name` (its tracker node name too), with the fast timings
+        (`env` may override them)."""
         node = DaphneServer(
             self.database,
             redis_url=self.redis.url,
@@ -75,10 +76,14 @@ class Cluster:
 
     def close(self) -> None:
         for node in self.nodes:
+            stopping = time.monotonic()
             try:
                 node.stop()
             finally:
-                print(f"--- log of node {node.port} ({node.log_path}):\n{node.logs(150)}")
+                print(
+                    f"--- node {node.port} stopped in {time.monotonic() - stopping:.1f} s; "
+                    f"its log ({node.log_path}):\n{node.logs(150)}"
+                )
 
 
 # -- the truth ---------------------------------------------------------------------------
