@@ -248,7 +248,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "loggers": {
-        "tracker": {"handlers": ["console"], "level": os.environ.get("TRACKER_LOG_LEVEL", "INFO")},
-    },
+    # One handler, on the root: servers like daphne configure logging too, and a second
+    # handler on "tracker" would print its lines twice.
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {"tracker": {"level": os.environ.get("TRACKER_LOG_LEVEL", "INFO")}},
 }
