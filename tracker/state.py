@@ -222,11 +222,13 @@ class State:
                     self._hide(row)
                     leaves.append(row)
 
+        # New unless seen: at or below the contiguous prefix, or in the cloud (if any).
+        seen_up_to, gaps, show = dots.contiguous, bool(dots.cloud), self._show
         for dot, row in incoming.items():
-            if dot not in dots:
+            if dot > seen_up_to and (not gaps or dot not in dots):
                 held[dot] = row
                 if visible:
-                    self._show(row)
+                    show(row)
                     joins.append(row)
 
         dots.add_range(start + 1, end)
