@@ -44,7 +44,7 @@ import time
 
 import pytest
 
-from shop.simulator import Config, Node, Simulation, Truth
+from shop.simulator import Config, Node, Simulation, Summary, Truth
 from tests.cluster.faults import (
     SETTLE_SECONDS,
     Cluster,
@@ -64,11 +64,14 @@ CHURN = 30.0  # departures a second, each replaced by a new shopper
 THINK = 20.0  # mean seconds between one shopper's actions
 CONNECT_CONCURRENCY = 16
 DURATION = 60.0
-MAX_DURATION = 72.0
+MAX_DURATION = 75.0
 ANCHORS = 6  # carts with a tab on each node, changing about once a second each
 ANCHOR_LAG_WAIT = 3.0
 MIN_SESSIONS = 2_000
-WALL_CLOCK_LIMIT = 90.0  # from the first node's start to the verdict
+# From the first node's start to the verdict: churn, settling (in-flight arrivals and
+# actions, bounded by the simulator's timeouts), the views' checks. ~70-76 s on a quiet
+# machine; the margin is for a loaded one.
+WALL_CLOCK_LIMIT = 105.0
 SOAK_TIMINGS = {
     "TRACKER_BROADCAST_PERIOD": "0.1",
     "TRACKER_DOWN_PERIOD": "2.0",
@@ -162,6 +165,30 @@ async def keep_changing(
             lags.append(float("inf"))
 
 
+def report(s: Summary, lags: list[float], figures: dict[str, float], took: float) -> None:
+    """The run's figures (printed: pytest shows them with -rP, or when the test fails)."""
+    finite = sorted(lag for lag in lags if lag != float("inf"))
+    print(
+        f"anchors: {len(lags)} cart changes, shown on the other node after p50 "
+        f"{finite[len(finite) // 2] * 1000 if finite else float('nan'):.0f} ms, max "
+        f"{finite[-1] * 1000 if finite else float('nan'):.0f} ms; "
+        f"{len(lags) - len(finite)} not within {ANCHOR_LAG_WAIT} s; at the end "
+        f"{figures['lost']} of {ANCHORS} carts had a tab that never got their last change"
+    )
+    print(
+        f"soak: {s.shoppers_arrived} simulated shoppers arrived, {s.shoppers_departed} left by "
+        f"churn, {s.shoppers_dropped} dropped; {s.connections_opened} sockets opened, "
+        f"{s.connections_dropped} dropped by a server; connection failures "
+        f"{s.connection_failures}; {s.actions_sent} actions ({s.replies_ok} ok, errors "
+        f"{s.replies_error}, {s.reply_timeouts} timeouts), latency p50 "
+        f"{s.latency.p50 or float('nan'):.0f} ms p99 {s.latency.p99 or float('nan'):.0f} ms; held {figures.get('online')} shoppers on "
+        f"{figures.get('pages')} pages at the end (with {ANCHORS} anchors on two tabs each); "
+        f"staff views exact {figures.get('exact_after_settle', float('nan')):.2f} s after "
+        f"settling began; churn for {figures.get('churned_for', float('nan')):.1f} s, whole test "
+        f"{took:.1f} s"
+    )
+
+
 async def test_churn_soak_2000_shoppers_over_two_nodes_staff_counts_equal_the_truth(
     fault_cluster: Cluster,
 ) -> None:
@@ -250,27 +277,8 @@ async def test_churn_soak_2000_shoppers_over_two_nodes_staff_counts_equal_the_tr
         await asyncio.wait_for(soak(), WALL_CLOCK_LIMIT - (time.monotonic() - started))
     finally:
         summary = await simulation.stop()
+        report(summary, lags, figures, time.monotonic() - started)
     s = summary
-    finite = sorted(lag for lag in lags if lag != float("inf"))
-    print(
-        f"anchors: {len(lags)} cart changes, shown on the other node after p50 "
-        f"{finite[len(finite) // 2] * 1000 if finite else float('nan'):.0f} ms, max "
-        f"{finite[-1] * 1000 if finite else float('nan'):.0f} ms; "
-        f"{len(lags) - len(finite)} not within {ANCHOR_LAG_WAIT} s; at the end "
-        f"{figures['lost']} of {ANCHORS} carts had a tab that never got their last change"
-    )
-    print(
-        f"soak: {s.shoppers_arrived} simulated shoppers arrived, {s.shoppers_departed} left by "
-        f"churn, {s.shoppers_dropped} dropped; {s.connections_opened} sockets opened, "
-        f"{s.connections_dropped} dropped by a server; connection failures "
-        f"{s.connection_failures}; {s.actions_sent} actions ({s.replies_ok} ok, errors "
-        f"{s.replies_error}, {s.reply_timeouts} timeouts), latency p50 {s.latency.p50:.0f} ms "
-        f"p99 {s.latency.p99:.0f} ms; held {figures.get('online')} shoppers on "
-        f"{figures.get('pages')} pages at the end (with {ANCHORS} anchors on two tabs each); "
-        f"staff views exact {figures.get('exact_after_settle', float('nan')):.2f} s after "
-        f"settling began; churn for {figures.get('churned_for', float('nan')):.1f} s, whole test "
-        f"{time.monotonic() - started:.1f} s"
-    )
     assert s.shoppers_arrived >= MIN_SESSIONS, s.shoppers_arrived
     # A stable run: no server dropped a socket or failed to answer, every cart was right.
     assert s.connections_dropped == 0 and s.reply_timeouts == 0, s
