@@ -89,12 +89,15 @@ class DeltaGenerations:
 
     def push(self, delta: Delta) -> None:
         for i, limit in enumerate(self.sizes):
+            if delta.size > limit:  # whatever this generation held, joined it would be too big
+                self.generations[i] = None
+                continue
             generation = self.generations[i]
             if generation is not None and generation.end == delta.start:
                 generation.extend(delta)
                 if generation.size <= limit:
                     continue
-            self.generations[i] = delta.copy() if delta.size <= limit else None
+            self.generations[i] = delta.copy()
 
     def covering(self, since: int) -> Delta | None:
         """The smallest generation holding everything after dot `since`, if any."""
