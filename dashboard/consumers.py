@@ -30,6 +30,11 @@ RECHECK_SECONDS = 20.0
 # Close code when the user lost staff or active status, or was deleted. The page stops
 # reconnecting with it and reloads (landing on the login or 403 page).
 NOT_STAFF_CLOSE_CODE = 4403
+# Close code when an open staff socket's feed fails (presenting or sending a message raised).
+# The page reconnects and gets a fresh snapshot. Daphne (autobahn) lets an application close
+# only with 1000 or 3000-4999: a close with 1011 raises there, and the socket stayed open
+# and silent, the page frozen on its last figures.
+FEED_FAILED_CLOSE_CODE = 4011
 
 
 class DashboardConsumer(AsyncWebsocketConsumer):
@@ -86,7 +91,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
                     STAFF_MESSAGES_SENT.labels(message["type"]).inc()
         except Exception:
             logger.exception("staff socket feed failed")
-            await self.close(code=1011)
+            await self.close(code=FEED_FAILED_CLOSE_CODE)
 
     async def _present(self, message: dict[str, Any]) -> dict[str, Any] | None:
         """The message as the client gets it, with catalogue details from the database."""

@@ -225,5 +225,25 @@ async def test_open_socket_closes_when_its_user_stops_being_staff(hub, staff, mo
     await communicator.disconnect()
 
 
+async def test_a_failing_feed_closes_the_socket_with_a_code_daphne_accepts(
+    hub, staff, monkeypatch
+):
+    """The page must learn that its feed stopped (it then reconnects). Under daphne an
+    application close code must be 1000 or 3000-4999 (autobahn raises on others, such as
+    1011, and the socket stays open); the communicator here does not check codes."""
+    communicator, _ = await connected_staff(staff)
+
+    def broken(ids):
+        raise RuntimeError("the catalogue read failed")
+
+    monkeypatch.setattr(consumers, "describe_items", broken)
+    hub.feed({"carts": ([row("r1", "cart-a", items={"7": 1})], [])})
+    closed = await communicator.receive_output(timeout=2)
+    assert closed == {"type": "websocket.close", "code": consumers.FEED_FAILED_CLOSE_CODE}
+    assert closed["code"] == 1000 or 3000 <= closed["code"] <= 4999
+    await communicator.disconnect()
+    assert hub.subscriber_count == 0
+
+
 def test_recheck_interval_closes_demoted_sockets_within_a_minute():
     assert consumers.RECHECK_SECONDS <= 30
