@@ -67,7 +67,9 @@ import json
 import math
 import os
 import random
+import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -91,6 +93,7 @@ STAFF_USER, STAFF_PASSWORD = "bench-staff", "bench-staff-pw"
 DIFF_INTERVAL = 0.1
 PATHS = ["/", "/checkout/"] + [f"/products/product-{i}/" for i in range(48)]
 LATENCY_TARGET = 0.5  # the issue's p99 target under load
+DIAG_DIR = Path(__file__).resolve().parent / "_diag"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -464,10 +467,41 @@ class Step:
     closed: dict[str, int] = field(default_factory=dict)
     load: float = 0.0
     stop_reason: str | None = None
+    connect_window: tuple[float, float] = (0.0, 0.0)  # unix times
+    hold_window: tuple[float, float] = (0.0, 0.0)
+    hold_cpu: dict[str, float] = field(default_factory=dict)
+    fresh_seconds: float = 0.0
+    snapshot_bytes: int = 0
 
     @property
     def exact(self) -> bool:
-        return self.view == self.expected and self.fresh_a == self.expected
+        return self.view == self.expected
+
+    @property
+    def fresh_exact(self) -> bool:
+        return self.fresh_a == self.expected
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def log_findings(path: Path) -> dict[str, int]:
+    """Warnings, errors and tracebacks in a server log, by their message (numbers and
+    addresses blanked so that repeats count together)."""
+    found: collections.Counter = collections.Counter()
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return {}
+    for line in text.splitlines():
+        if " WARNING " in line or " ERROR " in line or line.startswith(("Traceback", "ERROR")):
+            message = line.split(": ", 1)[-1] if " WARNING " in line or " ERROR " in line else line
+            found[re.sub(r"0x[0-9a-f]+|\d+", "#", message)[:120]] += 1
+    return dict(found.most_common(8))
 
 
 def summary_of(stats: dict[str, Any]) -> dict[str, Any]:
@@ -485,7 +519,10 @@ async def run(args: argparse.Namespace) -> tuple[list[Step], dict[str, Any]]:
     env = {"DASHBOARD_DIFF_INTERVAL": str(DIFF_INTERVAL)}
     results: list[Step] = []
     with contextlib.ExitStack() as stack:
-        base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="load-bench-")))
+        base = Path(tempfile.mkdtemp(prefix="load-bench-"))
+        info["base"] = base
+        if not args.keep:
+            stack.callback(shutil.rmtree, base, True)
         say(f"setup in {base}: database, {total:,} sessions with carts, redis, two nodes")
         database = prepare_database(base / "db.sqlite3")
         t0 = time.monotonic()
@@ -496,8 +533,16 @@ async def run(args: argparse.Namespace) -> tuple[list[Step], dict[str, Any]]:
         stack.callback(redis.kill)
         nodes: dict[str, DaphneServer] = {}
         for name in ("a", "b"):
-            node = DaphneServer(database, redis_url=redis.url,
-                                env={**env, "TRACKER_NODE_NAME": name}, var_dir=base / name)
+            extra = {**env, "TRACKER_NODE_NAME": name}
+            if args.diagnose or args.server_gc_threshold:
+                extra["PYTHONPATH"] = os.pathsep.join(
+                    [str(DIAG_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
+                )
+            if args.diagnose:
+                extra["LOAD_BENCH_DIAG"] = str(base / f"diag-{name}.json")
+            if args.server_gc_threshold:
+                extra["LOAD_BENCH_GC_THRESHOLD"] = args.server_gc_threshold
+            node = DaphneServer(database, redis_url=redis.url, env=extra, var_dir=base / name)
             stack.callback(node.stop, 5)
             nodes[name] = node.start()
         info["server_nofile"] = {n: nofile_limit(s.process.pid) for n, s in nodes.items()}
@@ -549,6 +594,7 @@ async def run(args: argparse.Namespace) -> tuple[list[Step], dict[str, Any]]:
                     f"(load average {load1():.2f})")
                 cpu0 = {n: cpu_seconds(s.process.pid) for n, s in nodes.items()}
                 client_cpu0 = sum(c.cpu_seconds() for c in clients)
+                step.connect_window = (time.time(), 0.0)
                 started = time.perf_counter()
                 try:
                     replies = await asyncio.wait_for(
@@ -563,6 +609,7 @@ async def run(args: argparse.Namespace) -> tuple[list[Step], dict[str, Any]]:
                     step.stop_reason = f"step not done within {args.step_timeout:g} s"
                     replies = []
                 step.elapsed = time.perf_counter() - started
+                step.connect_window = (step.connect_window[0], time.time())
                 cpu1 = {n: cpu_seconds(s.process.pid) for n, s in nodes.items()}
                 step.client_cpu_use = (
                     sum(c.cpu_seconds() for c in clients) - client_cpu0
@@ -604,7 +651,12 @@ async def run(args: argparse.Namespace) -> tuple[list[Step], dict[str, Any]]:
                     f"staff view exact after "
                     f"{'-' if step.settle is None else f'{step.settle:.1f} s'}; "
                     f"holding {args.hold:g} s")
+                hold_cpu0 = {n: cpu_seconds(s.process.pid) for n, s in nodes.items()}
+                step.hold_window = (time.time(), 0.0)
                 await asyncio.sleep(args.hold)
+                step.hold_window = (step.hold_window[0], time.time())
+                for n, s in nodes.items():
+                    step.hold_cpu[n] = (cpu_seconds(s.process.pid) - hold_cpu0[n]) / args.hold
                 prober.phase = f"check {target}"
 
                 # End of the hold: memory, counts, exactness.
@@ -639,12 +691,17 @@ async def run(args: argparse.Namespace) -> tuple[list[Step], dict[str, Any]]:
                 # A probe request may be in flight: wait for its diff before comparing.
                 await watch.until(lambda v, e=step.expected: summary_of(v.stats) == e, 3)
                 step.view = summary_of(watch.view.stats)
+                # What a fresh snapshot of these aggregates weighs on the wire (its catalogue
+                # and 15-minute history aside).
+                step.snapshot_bytes = len(json.dumps(watch.view.stats))
+                asked = time.perf_counter()
                 try:
-                    fresh = await staff.open_dashboard(a)
+                    fresh = await staff.open_dashboard(a, within=20)
                     step.fresh_a = summary_of(fresh.stats)
                     await fresh.close()
                 except Exception as error:  # noqa: BLE001 - reported, not raised
                     step.fresh_a = {"error": f"{type(error).__name__}: {error}"}
+                step.fresh_seconds = time.perf_counter() - asked
                 step.load = load1()
                 say(f"  held {step.held:,}; staff view {step.view}, expected {step.expected}; "
                     f"RSS a {step.rss.get('a', 0) / 2**20:.0f} MiB, "
@@ -664,6 +721,8 @@ async def run(args: argparse.Namespace) -> tuple[list[Step], dict[str, Any]]:
             for probe in probes:
                 await probe.tab.abort()
             say("stopping servers")
+            info["diag"] = {n: read_json(base / f"diag-{n}.json") for n in ("a", "b")}
+            info["log_findings"] = {n: log_findings(s.log_path) for n, s in nodes.items()}
         info["load_end"] = load1()
     return results, info
 
@@ -679,6 +738,29 @@ def mib(value: float) -> str:
     return f"{value / 2**20:.0f}"
 
 
+def diag_window(diag: dict[str, Any] | None, window: tuple[float, float]) -> str:
+    """Full GC collections and event-loop lag of one server within a window of time."""
+    if not diag:
+        return "no diagnostics"
+    start, end = window
+    full = [took for t, took, _ in diag["full"] if start <= t <= end]
+    lags = [lag for t, lag in diag["lag"] if start <= t <= end]
+    over = sum(1 for lag in lags if lag > 0.1)
+    return (
+        f"{len(full)} full GCs (max {max(full, default=0) * 1000:.0f} ms, total "
+        f"{sum(full):.1f} s), loop lag max {max(lags, default=0) * 1000:.0f} ms, "
+        f"{over} samples > 100 ms"
+    )
+
+
+def longest_gc(diag: dict[str, Any] | None, step: Step) -> float:
+    """The longest full collection of a server from the step's connects to its hold's end."""
+    if not diag:
+        return float("nan")
+    start, end = step.connect_window[0], step.hold_window[1]
+    return max((took for t, took, _ in diag["full"] if start <= t <= end), default=0.0)
+
+
 def report(steps: list[Step], info: dict[str, Any], args: argparse.Namespace) -> list[str]:
     samples: list[Sample] = info["samples"]
     lines = [
@@ -688,8 +770,9 @@ def report(steps: list[Step], info: dict[str, Any], args: argparse.Namespace) ->
         "",
         "| sockets held (target) | connect rate /s | connect p50 / p99 ms | CPU ms per connect "
         "A / B | node CPU while connecting A / B | RSS MiB A / B | KiB per socket A / B | "
-        "staff diff p50 / p99 ms, held (n) | p99 ms while connecting (n) | staff view = held |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "staff diff p50 / p99 ms, held (n) | p99 ms while connecting (n) | longest full GC "
+        "s, A / B | staff view on B = held | fresh snapshot on A (its stats' size) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for step in steps:
         held = [s.latency for s in samples if s.phase == f"hold {step.target}"]
@@ -699,12 +782,22 @@ def report(steps: list[Step], info: dict[str, Any], args: argparse.Namespace) ->
         use = " / ".join(f"{step.cpu_use.get(n, 0):.2f}" for n in "ab")
         rss = " / ".join(mib(step.rss.get(n, 0)) for n in "ab")
         per = " / ".join(f"{step.per_conn.get(n, 0) / 1024:.0f}" for n in "ab")
-        exact = "yes" if step.exact else f"NO: view {step.view}, fresh on A {step.fresh_a}"
+        exact = "yes" if step.exact else f"NO: {step.view}"
+        if step.fresh_exact:
+            fresh = "= held"
+        elif "error" in step.fresh_a:
+            fresh = f"FAILED: {step.fresh_a['error'][:60]}"
+        else:
+            fresh = f"NO: {step.fresh_a}"
+        fresh += f" ({step.snapshot_bytes / 1024:,.0f} KiB)"
+        longest = " / ".join(
+            f"{longest_gc(info.get('diag', {}).get(n), step):.1f}" for n in "ab"
+        )
         lines.append(
             f"| {step.held:,} ({step.target:,} + {args.probes}) | {rate:.0f} | "
             f"{ms(step.connect_latencies, 0.5)} / {ms(step.connect_latencies, 0.99)} | {cpu} | "
             f"{use} | {rss} | {per} | {ms(held, 0.5)} / {ms(held, 0.99)} ({len(held)}) | "
-            f"{ms(connecting, 0.99)} ({len(connecting)}) | {exact} |"
+            f"{ms(connecting, 0.99)} ({len(connecting)}) | {longest} | {exact} | {fresh} |"
         )
     all_held = [s.latency for s in samples if s.phase.startswith("hold ")]
     lines += [""]
@@ -730,11 +823,38 @@ def report(steps: list[Step], info: dict[str, Any], args: argparse.Namespace) ->
             f" s after the last connect; open fds A {step.fds.get('a')}, B {step.fds.get('b')};"
             f" Redis RSS {mib(step.redis_rss)} MiB; client processes' CPU while connecting "
             f"{step.client_cpu_use:.2f} cores; peers down seen A {step.peers_down.get('a')}, "
-            f"B {step.peers_down.get('b')}; load average {step.load:.2f}"
+            f"B {step.peers_down.get('b')}; node CPU while holding (idle sockets) A "
+            f"{step.hold_cpu.get('a', 0):.2f}, B {step.hold_cpu.get('b', 0):.2f} cores; "
+            f"fresh snapshot on A took {step.fresh_seconds:.1f} s; load average {step.load:.2f}"
             + (f"; failed connects {step.errors}" if step.errors else "")
             + (f"; client sockets closed by the server {step.closed}" if step.closed else "")
             + (f"; STOPPED: {step.stop_reason}" if step.stop_reason else "")
         )
+    if info.get("diag") and any(info["diag"].values()):
+        lines += ["", "Server diagnostics (bench/_diag/sitecustomize.py), per step:"]
+        for step in steps:
+            for n in "ab":
+                lines.append(
+                    f"- {step.target:,}, node {n.upper()}: connecting: "
+                    f"{diag_window(info['diag'][n], step.connect_window)}; holding: "
+                    f"{diag_window(info['diag'][n], step.hold_window)}"
+                )
+        for n in "ab":
+            d = info["diag"][n]
+            if d:
+                gcs = ", ".join(
+                    f"gen {g}: {c} in {t:.1f} s (max {m * 1000:.0f} ms)"
+                    for g, (c, t, m) in d["gc"].items()
+                )
+                lines.append(f"- node {n.upper()} over the whole run: {gcs}; loop lag max "
+                             f"{d['lag_max'] * 1000:.0f} ms, mean "
+                             f"{d['lag_sum'] / max(1, d['lag_count']) * 1000:.1f} ms")
+    findings = info.get("log_findings") or {}
+    for n in "ab":
+        if findings.get(n):
+            lines.append(f"- node {n.upper()} log: {findings[n]}")
+    if args.keep:
+        lines.append(f"- servers' logs and files kept in {info['base']}")
     soft, hard = info["nofile"]
     lines += [
         "",
@@ -775,6 +895,13 @@ def main() -> int:
     parser.add_argument("--connect-timeout", type=float, default=20.0)
     parser.add_argument("--settle-timeout", type=float, default=30.0)
     parser.add_argument("--step-timeout", type=float, default=240.0)
+    parser.add_argument("--server-gc-threshold", metavar="G0,G1,G2",
+                        help="gc.set_threshold in the servers (bench/_diag/sitecustomize.py), "
+                        "to test what the cyclic GC costs them; default: Python's")
+    parser.add_argument("--keep", action="store_true", help="keep the servers' logs and files")
+    parser.add_argument("--diagnose", action=argparse.BooleanOptionalAction, default=True,
+                        help="record GC pauses and event-loop lag in the servers "
+                        "(bench/_diag/sitecustomize.py)")
     args = parser.parse_args()
     if args.clients < 2 or args.clients % 2:
         parser.error("--clients must be even (half of them per node)")
