@@ -392,18 +392,24 @@ async def join_probe(sim: Simulation) -> dict[str, str]:
     quiet = bus_counters(sim.bus) - base
     base = bus_counters(sim.bus)
     started = loop.time()
+    snapshots: list[Counter[str]] = []
+
+    async def snapshot_at(*seconds: float) -> None:
+        for at in seconds:
+            await asyncio.sleep(max(0.0, started + at - loop.time()))
+            snapshots.append(bus_counters(sim.bus) - base)
+
+    counting = asyncio.create_task(snapshot_at(args.period, window))
     newcomer = await sim.add_replica()
     while len(newcomer.rows) < args.rows:
         await sim.op(newcomer, track=True)
-    await asyncio.sleep(args.period)
-    burst = bus_counters(sim.bus) - base
     took = await sim.poll(
         lambda: sim.converged() and sim.membership_agreed(), args.settle_timeout, every=0.02
     )
     if took is not None:
-        took += args.period
-    await asyncio.sleep(max(0.0, window - (loop.time() - started)))
-    joined = bus_counters(sim.bus) - base
+        took = loop.time() - started
+    await counting
+    burst, joined = snapshots
 
     def line(c: Counter[str]) -> str:
         return (
