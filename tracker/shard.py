@@ -184,9 +184,7 @@ class Shard:
             if kind == wire.HEARTBEAT:
                 self._on_heartbeat(sender, message)
             elif kind == wire.TRANSFER:
-                self._requested.pop(sender, None)
-                self.stats.transfers_received += 1
-                self._merge(sender, message)
+                self._on_transfer(sender, message)
             elif kind == wire.TRANSFER_REQUEST:
                 self._on_transfer_request(sender, message["s"])
             elif kind == wire.GOODBYE:
@@ -199,12 +197,24 @@ class Shard:
     def _on_heartbeat(self, sender: str, message: dict[str, Any]) -> None:
         self.stats.heartbeats_received += 1
         if message.get("o"):
-            # An observer wants to learn the cluster quickly: answer with our clock now.
-            if self._flush_handle is None:
-                self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
+            self._send_transfer(sender, 0)  # an observer reads the cluster: give it our rows
             return
-        if sender not in self.state.replicas and not self._welcome(sender, message.get("st", 0.0)):
-            return
+        if sender not in self.state.replicas:
+            if not self._welcome(sender, message.get("st", 0.0)):
+                return
+            if not self.observer:
+                # Greet the newcomer with our rows, to it alone: one message instead of a
+                # broadcast heartbeat that every replica would receive.
+                self._send_transfer(sender, 0)
+        self._merge(sender, message)
+
+    def _on_transfer(self, sender: str, message: dict[str, Any]) -> None:
+        self._requested.pop(sender, None)
+        self.stats.transfers_received += 1
+        if sender not in self.state.replicas:
+            # A greeting from a replica we have not heard yet, or an observer's empty answer.
+            if message.get("o") or not self._welcome(sender, message.get("st", 0.0)):
+                return
         self._merge(sender, message)
 
     def _welcome(self, sender: str, started: float) -> bool:
@@ -238,9 +248,6 @@ class Shard:
         self._by_name[name] = sender
         self._started[sender] = started
         logger.info("replica %s up", sender)
-        # Greet the newcomer: our heartbeat tells it our clock, so it asks for our rows.
-        if self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
         return True
 
     def _merge(self, sender: str, message: dict[str, Any]) -> None:
@@ -256,14 +263,21 @@ class Shard:
             self.request_transfer(sender)
 
     def _on_transfer_request(self, sender: str, since: int) -> None:
+        self._send_transfer(sender, since)
+
+    def _send_transfer(self, to: str, since: int) -> None:
+        """What `to`, having our dots up to `since`, lacks: a delta or our full state."""
         started = time.perf_counter()
+        if since > 0 and self.state.generations.covering(since) is None:
+            self.stats.full_transfers_sent += 1
         delta = self.state.extract(since)
         self.stats.extracts += 1
         self.stats.extract_seconds += time.perf_counter() - started
         self.stats.transfers_sent += 1
-        if delta.start == 0 and since > 0:
-            self.stats.full_transfers_sent += 1
-        self._out(sender, wire.encode_delta(wire.TRANSFER, delta, observer=self.observer))
+        payload = wire.encode_delta(
+            wire.TRANSFER, delta, observer=self.observer, started=self.started_at
+        )
+        self._out(to, payload)
 
     def _forget(self, peer: str, *, for_good: bool = False) -> None:
         self._emit([], self.state.replica_permdown(peer))

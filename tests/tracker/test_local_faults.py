@@ -359,3 +359,22 @@ async def test_a_peer_that_meets_both_incarnations_keeps_the_newer_whatever_the_
     assert z.list("room") == [("new", {})]
     assert old.replica_id not in z.replicas()
     assert new.list("room") == [("new", {})]
+
+
+async def test_a_newcomer_is_greeted_by_direct_transfers_not_broadcasts(make_tracker):
+    """Each peer answers a newcomer's first heartbeat with its rows, to the newcomer alone:
+    a join costs the newcomer's broadcast plus N-1 direct messages, not N-1 broadcasts."""
+    bus = LocalBus()
+    quiet = {"max_silent_periods": 20, "down_period": 3.0, "permdown_period": 10.0}
+    peers = await start_cluster(make_tracker, 8, bus=bus, **quiet)
+    for i, peer in enumerate(peers):
+        await peer.track(f"c{i}", "room", f"k{i}", {})
+    await eventually(lambda: all(len(p.list("room")) == 8 for p in peers))
+    await asyncio.sleep(0.1)  # the deltas of those tracks are out
+    before = bus.messages
+    newcomer = await make_tracker(bus=bus, **quiet)
+    await eventually(lambda: len(newcomer.list("room")) == 8, timeout=0.5)
+    assert set(newcomer.replicas()) == {newcomer.replica_id, *(p.replica_id for p in peers)}
+    # 8 deliveries of its hello and 8 greetings, plus room for two peers' silent heartbeats
+    # falling in the window; greeting by broadcast would cost 8 x 8 deliveries on its own.
+    assert bus.messages - before < 8 + 8 + 20
