@@ -329,10 +329,14 @@ class StaffWatch:
         self.waiters: list[tuple[Any, asyncio.Future]] = []
         self.stopping = False
         self.error: str | None = None
+        self.pages: list[tuple[float, int]] = []  # (unix time, pages) at every change
         self.task = asyncio.create_task(self._run())
 
     def _check(self, view: StaffClient) -> bool:
         arrived = view.diffs[-1].arrived if view.diffs else time.perf_counter()
+        pages = view.stats.get("pages")
+        if pages is not None and (not self.pages or self.pages[-1][1] != pages):
+            self.pages.append((time.time(), pages))
         for waiter in list(self.waiters):
             condition, future = waiter
             if future.done():
@@ -472,6 +476,7 @@ class Step:
     hold_cpu: dict[str, float] = field(default_factory=dict)
     fresh_seconds: float = 0.0
     snapshot_bytes: int = 0
+    dip: tuple[int, float] = (0, 0.0)
 
     @property
     def exact(self) -> bool:
@@ -703,6 +708,7 @@ async def run(args: argparse.Namespace) -> tuple[list[Step], dict[str, Any]]:
                     step.fresh_a = {"error": f"{type(error).__name__}: {error}"}
                 step.fresh_seconds = time.perf_counter() - asked
                 step.load = load1()
+                step.dip = dip(watch.pages, (step.connect_window[0], step.hold_window[1]))
                 say(f"  held {step.held:,}; staff view {step.view}, expected {step.expected}; "
                     f"RSS a {step.rss.get('a', 0) / 2**20:.0f} MiB, "
                     f"b {step.rss.get('b', 0) / 2**20:.0f} MiB")
@@ -751,6 +757,28 @@ def diag_window(diag: dict[str, Any] | None, window: tuple[float, float]) -> str
         f"{sum(full):.1f} s), loop lag max {max(lags, default=0) * 1000:.0f} ms, "
         f"{over} samples > 100 ms"
     )
+
+
+def dip(pages: list[tuple[float, int]], window: tuple[float, float]) -> tuple[int, float]:
+    """The staff view's largest fall of `pages` below its running maximum within a window
+    (the load only grows during a ramp: a fall is sockets lost or a peer taken for down),
+    and how long it stayed below that maximum."""
+    start, end = window
+    top, worst, since, lasted = 0, 0, None, 0.0
+    for t, value in pages:
+        if t > end:
+            break
+        if value >= top:
+            if since is not None and t >= start:
+                lasted = max(lasted, t - since)
+            top, since = value, None
+            continue
+        if t >= start:
+            worst = max(worst, top - value)
+            since = since if since is not None else t
+    if since is not None:
+        lasted = max(lasted, end - since)
+    return worst, lasted
 
 
 def longest_gc(diag: dict[str, Any] | None, step: Step) -> float:
@@ -825,7 +853,9 @@ def report(steps: list[Step], info: dict[str, Any], args: argparse.Namespace) ->
             f"{step.client_cpu_use:.2f} cores; peers down seen A {step.peers_down.get('a')}, "
             f"B {step.peers_down.get('b')}; node CPU while holding (idle sockets) A "
             f"{step.hold_cpu.get('a', 0):.2f}, B {step.hold_cpu.get('b', 0):.2f} cores; "
-            f"fresh snapshot on A took {step.fresh_seconds:.1f} s; load average {step.load:.2f}"
+            f"fresh snapshot on A took {step.fresh_seconds:.1f} s; largest fall of the staff "
+            f"view's pages below their running maximum: {step.dip[0]:,} "
+            f"(below it for {step.dip[1]:.1f} s); load average {step.load:.2f}"
             + (f"; failed connects {step.errors}" if step.errors else "")
             + (f"; client sockets closed by the server {step.closed}" if step.closed else "")
             + (f"; STOPPED: {step.stop_reason}" if step.stop_reason else "")
