@@ -54,7 +54,11 @@ replicated between nodes. Two setups:
 A shared database shows the peer's rows to every node once committed, so for the peer the
 time until another node sees all joins is the time the joins took.
 
-Ratios are ours / peer's best (the fastest of its setups), per operation.
+Ratios are ours / peer's best (the fastest of its setups), per operation. Our setups run
+--repeats times (3) and each figure is the median of the runs; the peer's run once each.
+The replicated rows' "until the second node lists them all" depends on where the burst
+falls in the broadcast period: a burst that takes a few milliseconds then waits up to one
+period (0.2 s) for its heartbeat, so at small N that figure is a latency, not a throughput.
 """
 
 from __future__ import annotations
@@ -514,10 +518,25 @@ def table(n: int, rows: list[tuple[str, dict[str, Any]]], lists: int) -> list[st
     return lines
 
 
-async def ours_all(n: int, lists: int, url: str) -> list[tuple[str, dict[str, Any]]]:
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per figure, the median over the runs (lists: every sample of every run)."""
+    merged: dict[str, Any] = {}
+    for name, value in runs[0].items():
+        if isinstance(value, list):
+            merged[name] = [v for run in runs for v in run[name]]
+        else:
+            merged[name] = statistics.median(run[name] for run in runs)
+    return merged
+
+
+async def ours_all(
+    n: int, lists: int, url: str, repeats: int
+) -> list[tuple[str, dict[str, Any]]]:
+    local = [await ours_local(n, lists) for _ in range(repeats)]
+    redis = [await ours_redis(n, lists, url) for _ in range(repeats)]
     return [
-        ("ours, single node in-process", await ours_local(n, lists)),
-        ("ours, Redis, replicated to a 2nd node (process)", await ours_redis(n, lists, url)),
+        ("ours, single node in-process", median_run(local)),
+        ("ours, Redis, replicated to a 2nd node (process)", median_run(redis)),
     ]
 
 
@@ -526,6 +545,9 @@ def main() -> int:
     parser.add_argument("--setup", action="store_true", help="create bench/.venv-peer, exit")
     parser.add_argument("--sizes", default="1000,5000", help="N presences per run")
     parser.add_argument("--lists", type=int, default=50, help="who-is-here repeats")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of our two setups (median of each figure; the peer, about "
+                        "a thousand times slower, runs once per setup)")
     parser.add_argument("--full-matrix", type=int, default=1000, metavar="N",
                         help="every peer setup up to this N; above it, only SQLite with the "
                         "in-memory layer (sync, async) and PostgreSQL async")
@@ -572,7 +594,7 @@ def main() -> int:
                 rows.append((f"peer, {'SQLite file' if db == 'sqlite' else 'PostgreSQL 15'}, "
                              f"{mode}, {layer} channel layer", result))
             say(f"N={n:,}: ours")
-            rows += asyncio.run(ours_all(n, args.lists, redis.url))
+            rows += asyncio.run(ours_all(n, args.lists, redis.url, args.repeats))
             out += table(n, rows, args.lists) + [""]
     finally:
         redis.kill()
