@@ -61,12 +61,12 @@ def test_fewer_than_one_node_is_refused():
 
 
 def test_a_port_in_use_is_refused_naming_the_port_and_node():
+    first = free_ports(2)  # node-0's port must be free, or the error would name node-0
     with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
+        taken.bind(("127.0.0.1", first + 1))
         taken.listen()
-        port = taken.getsockname()[1]
-        with pytest.raises(CommandError, match=f"port {port} \\(node-1\\) is in use"):
-            call_command("runcluster", "--nodes", "2", "--port", str(port - 1))
+        with pytest.raises(CommandError, match=f"port {first + 1} \\(node-1\\) is in use"):
+            call_command("runcluster", "--nodes", "2", "--port", str(first))
 
 
 def test_a_missing_redis_server_is_refused(settings, monkeypatch, tmp_path):
