@@ -391,6 +391,7 @@ class Sample:
     phase: str
     latency: float  # add_item sent -> staff diff showing it
     reply: float  # add_item sent -> the shopper's own ok
+    at: float = 0.0  # unix time of the send
 
 
 @dataclass
@@ -416,7 +417,7 @@ class Prober:
             phase = self.phase
             arrived = self.watch.wait(lambda v, k=key, q=quantity: v.stats["items"].get(k, 0) == q)
             kind = "add_item" if quantity else "remove_item"
-            started = time.perf_counter()
+            started, at = time.perf_counter(), time.time()
             try:
                 request_id = await probe.tab.send({"type": kind, "item_id": probe.item})
                 await probe.tab.reply(request_id, 10)
@@ -426,7 +427,7 @@ class Prober:
                 self.lost[f"{phase}: {type(error).__name__}"] += 1
                 arrived.cancel()
                 continue
-            self.samples.append(Sample(phase, seen - started, replied))
+            self.samples.append(Sample(phase, seen - started, replied, at))
 
     def of(self, phase: str) -> list[Sample]:
         return [s for s in self.samples if s.phase == phase]
@@ -728,6 +729,8 @@ async def run(args: argparse.Namespace) -> tuple[list[Step], dict[str, Any]]:
                 await probe.tab.abort()
             say("stopping servers")
             info["diag"] = {n: read_json(base / f"diag-{n}.json") for n in ("a", "b")}
+            (base / "samples.json").write_text(json.dumps([vars(s) for s in prober.samples]))
+            (base / "staff_pages.json").write_text(json.dumps(watch.pages))
             info["log_findings"] = {n: log_findings(s.log_path) for n, s in nodes.items()}
         info["load_end"] = load1()
     return results, info
