@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
+from shop.management.commands.runcluster import port_in_use
 from shop.simulator import Config, Node, Simulation
 from shop.simulator.staff import verify_staff_views
 from tests.daphne_server import ROOT, manage, prepare_database, server_env
@@ -60,13 +61,23 @@ def test_fewer_than_one_node_is_refused():
         call_command("runcluster", "--nodes", "0")
 
 
+def listening_after_a_free_port() -> socket.socket:
+    """A socket listening on a port whose predecessor is free."""
+    for _ in range(50):
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        if not port_in_use(taken.getsockname()[1] - 1):
+            taken.listen()
+            return taken
+        taken.close()
+    raise RuntimeError("no free port below a free port found")
+
+
 def test_a_port_in_use_is_refused_naming_the_port_and_node():
-    first = free_ports(2)  # node-0's port must be free, or the error would name node-0
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", first + 1))
-        taken.listen()
-        with pytest.raises(CommandError, match=f"port {first + 1} \\(node-1\\) is in use"):
-            call_command("runcluster", "--nodes", "2", "--port", str(first))
+    with listening_after_a_free_port() as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(CommandError, match=f"port {port} \\(node-1\\) is in use"):
+            call_command("runcluster", "--nodes", "2", "--port", str(port - 1))
 
 
 def test_a_missing_redis_server_is_refused(settings, monkeypatch, tmp_path):
