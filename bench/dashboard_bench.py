@@ -47,7 +47,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from dashboard.aggregates import Aggregator  # noqa: E402
-from tests.daphne_server import DaphneServer, manage, prepare_database, server_env  # noqa: E402
+from tests.daphne_server import (  # noqa: E402
+    DaphneServer,
+    create_staff_user,
+    prepare_database,
+    server_env,
+)
 from tests.live_clients import StaffClient, Tab, Visitor  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 from tracker.conf import TrackerOptions  # noqa: E402
@@ -225,17 +230,6 @@ def running(server: DaphneServer) -> Iterator[DaphneServer]:
         server.stop()
 
 
-def create_staff(env: dict[str, str]) -> None:
-    manage(
-        "shell",
-        "-c",
-        "from django.contrib.auth import get_user_model; "
-        f"get_user_model().objects.create_user({STAFF_USER!r}, password={STAFF_PASSWORD!r}, "
-        "is_staff=True)",
-        env=env,
-    )
-
-
 async def measure(
     shop_node: DaphneServer, staff_node: DaphneServer, samples: int, spacing: float, jitter: float
 ) -> tuple[list[float], list[float]]:
@@ -290,7 +284,7 @@ def latency_part(quick: bool, samples: int, spacing: float, jitter: float) -> tu
     with ExitStack() as stack:
         base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dash-bench-")))
         database = prepare_database(base / "db.sqlite3")
-        create_staff(server_env(base, database))
+        create_staff_user(server_env(base, database), STAFF_USER, STAFF_PASSWORD)
 
         one = stack.enter_context(running(DaphneServer(database, env=env, var_dir=base / "one")))
         print(f"one node: {samples} samples ...", file=sys.stderr, flush=True)
@@ -314,8 +308,10 @@ def latency_part(quick: bool, samples: int, spacing: float, jitter: float) -> tu
         ]
         print(f"two nodes: {samples} samples ...", file=sys.stderr, flush=True)
         results.append(
-            ("two nodes (shopper on A, staff on B)",
-             asyncio.run(measure(nodes[0], nodes[1], samples, spacing, jitter)))
+            (
+                "two nodes (shopper on A, staff on B)",
+                asyncio.run(measure(nodes[0], nodes[1], samples, spacing, jitter)),
+            )
         )
 
     lines = [
@@ -344,7 +340,9 @@ def main() -> int:
     parser.add_argument("--only", choices=["aggregator", "latency"], help="run one part")
     parser.add_argument("--samples", type=int, default=200, help="latency samples per setup")
     parser.add_argument(
-        "--spacing", type=float, default=BROADCAST_PERIOD + DIFF_INTERVAL + 0.05,
+        "--spacing",
+        type=float,
+        default=BROADCAST_PERIOD + DIFF_INTERVAL + 0.05,
         help="least seconds between latency samples",
     )
     parser.add_argument(

@@ -34,7 +34,12 @@ ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = "tests.settings"
 # Variables of the outer environment that must not leak into a server's configuration.
 _SITE_VARIABLES = (
-    "DATABASE_URL", "REDIS_URL", "TRACKER_REDIS_URL", "VAR_DIR", "TRACKER_NODE_NAME", "DEBUG"
+    "DATABASE_URL",
+    "REDIS_URL",
+    "TRACKER_REDIS_URL",
+    "VAR_DIR",
+    "TRACKER_NODE_NAME",
+    "DEBUG",
 )
 
 
@@ -71,6 +76,18 @@ def manage(*args: str, env: Mapping[str, str]) -> subprocess.CompletedProcess:
     if result.returncode != 0:
         raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
     return result
+
+
+def create_staff_user(env: Mapping[str, str], username: str, password: str) -> None:
+    """An active staff user in the database of a server (or management command) env."""
+    manage(
+        "shell",
+        "-c",
+        "from django.contrib.auth import get_user_model; "
+        f"get_user_model().objects.create_user({username!r}, password={password!r}, "
+        "is_staff=True)",
+        env=env,
+    )
 
 
 def prepare_database(path: Path, *, seed: bool = True) -> Path:

@@ -25,7 +25,7 @@ import re
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -104,8 +104,12 @@ class Visitor:
             raise AssertionError("the login page has no CSRF token")
         self.post(
             "/accounts/login/",
-            {"username": username, "password": password, "csrfmiddlewaretoken": match[1],
-             "next": "/dashboard/"},
+            {
+                "username": username,
+                "password": password,
+                "csrfmiddlewaretoken": match[1],
+                "next": "/dashboard/",
+            },
         )
         if self.cookie("sessionid") is None:
             raise AssertionError(f"login as {username!r} failed")
@@ -304,3 +308,51 @@ class StaffClient(_Reader):
                     f"staff view on {self.node} did not reach {what or condition} in "
                     f"{within} s; it has {self.stats} and replicas {self.replicas}"
                 ) from None
+
+
+# -- the truth a staff view must show -----------------------------------------------------
+
+
+def truth_of(tabs: Iterable[Tab]) -> dict:
+    """The aggregates the staff views must show for these open tabs (DESIGN §4), with the
+    per-cart rows (pages and item count), which also catch a cart counted twice."""
+    carts: dict[str, list[Tab]] = {}
+    for tab in tabs:
+        carts.setdefault(tab.cart_id, []).append(tab)
+    items: dict[str, int] = {}
+    paths: dict[str, int] = {}
+    entries: dict[str, dict] = {}
+    for cart_id, cart_tabs in carts.items():
+        contents = cart_tabs[0].items
+        if any(tab.items != contents for tab in cart_tabs):
+            raise AssertionError(
+                f"the tabs of cart {cart_id} disagree: {[t.items for t in cart_tabs]}; "
+                "wait for them to agree (Tab.until_items) before asking for the truth"
+            )
+        for item_id, quantity in contents.items():
+            items[item_id] = items.get(item_id, 0) + quantity
+        entries[cart_id] = {"pages": len(cart_tabs), "items": sum(contents.values())}
+        for tab in cart_tabs:
+            paths[tab.page] = paths.get(tab.page, 0) + 1
+    return {
+        "shoppers": len(carts),
+        "pages": sum(len(t) for t in carts.values()),
+        "items": items,
+        "pages_by_path": paths,
+        "carts": entries,
+    }
+
+
+def seen(view: StaffClient) -> dict:
+    """A staff view's numbers in the terms of `truth_of` (per cart: pages and items)."""
+    stats = view.stats
+    return {
+        "shoppers": stats["shoppers"],
+        "pages": stats["pages"],
+        "items": stats["items"],
+        "pages_by_path": stats["pages_by_path"],
+        "carts": {
+            cart_id: {"pages": entry["pages"], "items": entry["items"]}
+            for cart_id, entry in stats["carts"].items()
+        },
+    }

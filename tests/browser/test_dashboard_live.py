@@ -5,7 +5,7 @@ import os
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.daphne_server import DaphneServer, manage
+from tests.daphne_server import DaphneServer, create_staff_user
 
 STAFF_USER, STAFF_PASSWORD = "dash-staff", "dash-staff-pw-1"
 # Set to a path to keep a screenshot of the dashboard with a shopper online.
@@ -18,14 +18,7 @@ def stat(dashboard: Page, name: str):
 
 @pytest.fixture(scope="module")
 def staff_user(shop_server: DaphneServer) -> None:
-    manage(
-        "shell",
-        "-c",
-        "from django.contrib.auth import get_user_model; "
-        f"get_user_model().objects.create_user({STAFF_USER!r}, password={STAFF_PASSWORD!r}, "
-        "is_staff=True)",
-        env=shop_server.env,
-    )
+    create_staff_user(shop_server.env, STAFF_USER, STAFF_PASSWORD)
 
 
 @pytest.mark.browser

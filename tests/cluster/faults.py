@@ -16,8 +16,13 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from tests.daphne_server import DaphneServer, manage, prepare_database, server_env
-from tests.live_clients import Node, StaffClient, Tab, Visitor
+from tests.daphne_server import (
+    DaphneServer,
+    create_staff_user,
+    prepare_database,
+    server_env,
+)
+from tests.live_clients import Node, StaffClient, Tab, Visitor, seen, truth_of
 from tests.redis_server import RedisServer
 
 BROADCAST_PERIOD = 0.05
@@ -52,14 +57,7 @@ class Cluster:
         self.redis = redis
         self.tmp_path = tmp_path
         self.database = prepare_database(tmp_path / "db.sqlite3")
-        manage(
-            "shell",
-            "-c",
-            "from django.contrib.auth import get_user_model; "
-            f"get_user_model().objects.create_user({STAFF_USER!r}, "
-            f"password={STAFF_PASSWORD!r}, is_staff=True)",
-            env=server_env(tmp_path, self.database),
-        )
+        create_staff_user(server_env(tmp_path, self.database), STAFF_USER, STAFF_PASSWORD)
         self.nodes: list[DaphneServer] = []
 
     def node(self, name: str, env: dict[str, str] | None = None) -> DaphneServer:
@@ -89,54 +87,7 @@ class Cluster:
 # -- the truth ---------------------------------------------------------------------------
 
 
-def truth_of(tabs: Iterable[Tab]) -> dict:
-    """The aggregates the staff views must show for these open tabs (DESIGN §4), with the
-    per-cart rows (pages and item count), which also catch a cart counted twice."""
-    carts: dict[str, list[Tab]] = {}
-    for tab in tabs:
-        carts.setdefault(tab.cart_id, []).append(tab)
-    items: dict[str, int] = {}
-    paths: dict[str, int] = {}
-    entries: dict[str, dict] = {}
-    for cart_id, cart_tabs in carts.items():
-        contents = cart_tabs[0].items
-        if any(tab.items != contents for tab in cart_tabs):
-            raise AssertionError(
-                f"the tabs of cart {cart_id} disagree: {[t.items for t in cart_tabs]}; "
-                "wait for them to agree (Tab.until_items) before asking for the truth"
-            )
-        for item_id, quantity in contents.items():
-            items[item_id] = items.get(item_id, 0) + quantity
-        entries[cart_id] = {"pages": len(cart_tabs), "items": sum(contents.values())}
-        for tab in cart_tabs:
-            paths[tab.page] = paths.get(tab.page, 0) + 1
-    return {
-        "shoppers": len(carts),
-        "pages": sum(len(t) for t in carts.values()),
-        "items": items,
-        "pages_by_path": paths,
-        "carts": entries,
-    }
-
-
-def seen(view: StaffClient) -> dict:
-    """A staff view's numbers in the terms of `truth_of`."""
-    stats = view.stats
-    return {
-        "shoppers": stats["shoppers"],
-        "pages": stats["pages"],
-        "items": stats["items"],
-        "pages_by_path": stats["pages_by_path"],
-        "carts": {
-            cart_id: {"pages": entry["pages"], "items": entry["items"]}
-            for cart_id, entry in stats["carts"].items()
-        },
-    }
-
-
-async def until_exact(
-    view: StaffClient, tabs: Iterable[Tab], within: float, what: str
-) -> float:
+async def until_exact(view: StaffClient, tabs: Iterable[Tab], within: float, what: str) -> float:
     """Wait (at most `within` s) until the view shows exactly the truth of `tabs`; returns
     the perf_counter time at which the message that made it so arrived."""
     expected = truth_of(tabs)

@@ -52,10 +52,9 @@ from tests.cluster.faults import (
     new_shopper,
     open_staff,
     replica_names,
-    seen,
 )
 from tests.daphne_server import DaphneServer
-from tests.live_clients import StaffClient, Tab
+from tests.live_clients import StaffClient, Tab, seen
 
 pytestmark = pytest.mark.cluster
 
@@ -107,7 +106,7 @@ def anchor_truth(anchors: list[tuple[Tab, Tab]]) -> dict:
 
 
 def expected_view(truth: Truth, anchors: list[tuple[Tab, Tab]]) -> dict:
-    """The simulator's truth plus the anchors', in the terms of `faults.seen`."""
+    """The simulator's truth plus the anchors', in the terms of `live_clients.seen`."""
     stats = truth.stats()
     extra = anchor_truth(anchors)
     items = dict(stats["items"])

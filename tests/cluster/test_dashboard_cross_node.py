@@ -15,8 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.daphne_server import DaphneServer, manage, prepare_database, server_env
-from tests.live_clients import StaffClient, Tab, Visitor
+from tests.daphne_server import (
+    DaphneServer,
+    create_staff_user,
+    prepare_database,
+    server_env,
+)
+from tests.live_clients import StaffClient, Tab, Visitor, seen, truth_of
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.cluster
@@ -29,22 +34,11 @@ CONVERGE_SECONDS = 5.0
 QUIET_SECONDS = 1.0
 
 
-def create_staff(env: dict[str, str]) -> None:
-    manage(
-        "shell",
-        "-c",
-        "from django.contrib.auth import get_user_model; "
-        f"get_user_model().objects.create_user({STAFF_USER!r}, password={STAFF_PASSWORD!r}, "
-        "is_staff=True)",
-        env=env,
-    )
-
-
 @pytest.fixture
 def cluster(redis_server: RedisServer, tmp_path: Path) -> Iterator[tuple[DaphneServer, ...]]:
     """Nodes a and b: one database, one Redis, the embedded defaults otherwise."""
     database = prepare_database(tmp_path / "db.sqlite3")
-    create_staff(server_env(tmp_path, database))
+    create_staff_user(server_env(tmp_path, database), STAFF_USER, STAFF_PASSWORD)
     nodes = [
         DaphneServer(
             database,
@@ -65,47 +59,14 @@ def cluster(redis_server: RedisServer, tmp_path: Path) -> Iterator[tuple[DaphneS
 
 
 class Truth:
-    """What the aggregates must be, from the open tabs and their carts."""
+    """What the aggregates must be: the open tabs (`change` waits until every tab of a cart
+    shows the same contents)."""
 
     def __init__(self) -> None:
         self.tabs: list[Tab] = []
 
     def stats(self) -> dict:
-        carts: dict[str, list[Tab]] = {}
-        for tab in self.tabs:
-            carts.setdefault(tab.cart_id, []).append(tab)
-        items: dict[str, int] = {}
-        paths: dict[str, int] = {}
-        entries: dict[str, dict] = {}
-        for cart_id, tabs in carts.items():
-            contents = tabs[0].items  # (`change` waits until every tab shows the same)
-            for item_id, quantity in contents.items():
-                items[item_id] = items.get(item_id, 0) + quantity
-            entries[cart_id] = {"pages": len(tabs), "items": sum(contents.values())}
-        for tab in self.tabs:
-            paths[tab.page] = paths.get(tab.page, 0) + 1
-        return {
-            "shoppers": len(carts),
-            "pages": len(self.tabs),
-            "items": items,
-            "pages_by_path": paths,
-            "carts": entries,
-        }
-
-
-def seen(view: StaffClient) -> dict:
-    """The staff view's stats in the terms of `Truth.stats`."""
-    stats = view.stats
-    return {
-        "shoppers": stats["shoppers"],
-        "pages": stats["pages"],
-        "items": stats["items"],
-        "pages_by_path": stats["pages_by_path"],
-        "carts": {
-            cart_id: {"pages": entry["pages"], "items": entry["items"]}
-            for cart_id, entry in stats["carts"].items()
-        },
-    }
+        return truth_of(self.tabs)
 
 
 async def test_staff_on_node_b_see_shoppers_on_both_nodes_with_each_diff_once(cluster):
@@ -202,9 +163,11 @@ async def test_staff_on_node_b_see_shoppers_on_both_nodes_with_each_diff_once(cl
     assert view_b.stats["items"] == {str(first): 2, str(second): 1}  # one_on_b keeps the cart
     await close(one_on_b)
     await close(two)
-    assert seen(view_b) == seen(view_a) == {
-        "shoppers": 0, "pages": 0, "items": {}, "pages_by_path": {}, "carts": {}
-    }
+    assert (
+        seen(view_b)
+        == seen(view_a)
+        == {"shoppers": 0, "pages": 0, "items": {}, "pages_by_path": {}, "carts": {}}
+    )
 
     # No late copies of any diff.
     await asyncio.gather(*(view.drain(QUIET_SECONDS) for view in views))

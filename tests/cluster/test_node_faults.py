@@ -27,11 +27,10 @@ from tests.cluster.faults import (
     open_staff,
     replica_names,
     stays_exact,
-    truth_of,
     until_exact,
 )
 from tests.daphne_server import DaphneServer
-from tests.live_clients import StaffClient, Tab
+from tests.live_clients import StaffClient, Tab, truth_of
 
 pytestmark = pytest.mark.cluster
 

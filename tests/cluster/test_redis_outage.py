@@ -37,11 +37,10 @@ from tests.cluster.faults import (
     replica_names,
     retrying,
     stays_exact,
-    truth_of,
     until_exact,
 )
 from tests.daphne_server import DaphneServer
-from tests.live_clients import StaffClient, Tab, Visitor
+from tests.live_clients import StaffClient, Tab, Visitor, truth_of
 from tests.prometheus_text import Scrape
 
 pytestmark = pytest.mark.cluster
@@ -89,7 +88,9 @@ async def test_redis_down_for_5_s_then_back_nodes_reconnect_and_staff_counts_are
     first, second = (await asyncio.to_thread(one.item_ids, "high"))[:2]
     one_a, one_b = await one.open_tab(a, "/x/"), await one.open_tab(b, "/y/")
     two_a, three_b, four_b = (
-        await two.open_tab(a, "/x/"), await three.open_tab(b, "/z/"), await four.open_tab(b, "/")
+        await two.open_tab(a, "/x/"),
+        await three.open_tab(b, "/z/"),
+        await four.open_tab(b, "/"),
     )
     await one_a.request({"type": "add_item", "item_id": first})
     await one_b.until_items(one_a.items, SETTLE_SECONDS)
