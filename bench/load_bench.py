@@ -713,8 +713,9 @@ async def run(args: argparse.Namespace) -> tuple[list[Step], dict[str, Any]]:
                 say(f"  held {step.held:,}; staff view {step.view}, expected {step.expected}; "
                     f"RSS a {step.rss.get('a', 0) / 2**20:.0f} MiB, "
                     f"b {step.rss.get('b', 0) / 2**20:.0f} MiB")
-                if step.held < target + len(probes) and not step.stop_reason:
-                    step.stop_reason = f"{target + len(probes) - step.held} sockets lost"
+                dropped = sum(step.closed.values())
+                if dropped > 0.01 * step.held and not step.stop_reason:
+                    step.stop_reason = f"{dropped} open sockets closed by the server"
                 if step.stop_reason:
                     break
         finally:

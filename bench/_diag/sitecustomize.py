@@ -27,7 +27,11 @@ _GC_THRESHOLD = os.environ.get("LOAD_BENCH_GC_THRESHOLD")
 
 
 def _install(path: str) -> None:
-    lock = threading.Lock()
+    # No lock: a GC callback runs in whichever thread triggered the collection, this
+    # module's own thread included (while it holds any lock of its own), and a callback
+    # that blocks leaves the collector marked busy: the process would never collect again.
+    # Each update below is a few operations on lists and floats under the GIL; json.dumps
+    # encodes without releasing it.
     stats = {
         "gc": {str(g): [0, 0.0, 0.0] for g in range(3)},  # count, total s, max s
         "full": [],  # [unix time, seconds, objects collected]
@@ -43,19 +47,17 @@ def _install(path: str) -> None:
             started[0] = time.perf_counter()
             return
         took = time.perf_counter() - started[0]
-        with lock:
-            entry = stats["gc"][str(info["generation"])]
-            entry[0] += 1
-            entry[1] += took
-            entry[2] = max(entry[2], took)
-            if info["generation"] == 2:
-                stats["full"].append([time.time(), took, info.get("collected", 0)])
+        entry = stats["gc"][str(info["generation"])]
+        entry[0] += 1
+        entry[1] += took
+        entry[2] = max(entry[2], took)
+        if info["generation"] == 2:
+            stats["full"].append([time.time(), took, info.get("collected", 0)])
 
     gc.callbacks.append(on_gc)
 
     def write() -> None:
-        with lock:
-            text = json.dumps(stats)
+        text = json.dumps(stats)
         tmp = f"{path}.tmp"
         with open(tmp, "w") as f:
             f.write(text)
@@ -78,12 +80,11 @@ def _install(path: str) -> None:
                 return
             ran.wait(60)
             lag = time.perf_counter() - sent
-            with lock:
-                stats["lag_count"] += 1
-                stats["lag_sum"] += lag
-                stats["lag_max"] = max(stats["lag_max"], lag)
-                if lag > 0.020:
-                    stats["lag"].append([time.time(), lag])
+            stats["lag_count"] += 1
+            stats["lag_sum"] += lag
+            stats["lag_max"] = max(stats["lag_max"], lag)
+            if lag > 0.020:
+                stats["lag"].append([time.time(), lag])
             if time.monotonic() - last_write >= 1.0:
                 last_write = time.monotonic()
                 write()
