@@ -353,7 +353,8 @@ class StaffWatch:
             except AssertionError:
                 continue
             except ConnectionError as error:
-                self.error = str(error)
+                self.error = f"{error} at {time.strftime('%H:%M:%S')}"
+                say(f"  the staff socket on B closed: {self.error}")
                 return
 
     def wait(self, condition) -> asyncio.Future:
@@ -723,6 +724,7 @@ async def run(args: argparse.Namespace) -> tuple[list[Step], dict[str, Any]]:
             probe_task.cancel()
             await asyncio.gather(probe_task, return_exceptions=True)
             info["probe_lost"] = dict(prober.lost)
+            info["staff_error"] = watch.error
             info["samples"] = prober.samples
             await close_clients()
             await watch.close()
@@ -889,6 +891,9 @@ def report(steps: list[Step], info: dict[str, Any], args: argparse.Namespace) ->
             lines.append(f"- node {n.upper()} log: {findings[n]}")
     if args.keep:
         lines.append(f"- servers' logs and files kept in {info['base']}")
+    if info.get("staff_error"):
+        lines.append(f"- the staff socket on B closed during the run: {info['staff_error']} "
+                     "(its view stopped there)")
     soft, hard = info["nofile"]
     lines += [
         "",
