@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Load benchmark (issue 5): as many concurrent shopper sockets as two daphne nodes hold.
 
-    .venv/bin/python bench/load_bench.py                         # 1k .. 10k, about 5 minutes
+    .venv/bin/python bench/load_bench.py                         # 1k .. 10k, about 4 minutes
     .venv/bin/python bench/load_bench.py --steps 500,1000 --hold 8   # a smoke check
-    .venv/bin/python bench/load_bench.py --steps 2000,4000,8000,12000,14000
+    .venv/bin/python bench/load_bench.py --steps 5000,10000,15000,20000 --hold 15 --keep
 
 Not a test: nothing here asserts; it prints a table. Everything runs on this machine and is
 stopped at the end (also on Ctrl-C or SIGTERM).
@@ -28,9 +28,11 @@ Setup (not measured):
 - client processes (this script with `--_client`, several OS processes so that the client
   side is not one Python process's event loop): each holds shopper sockets for one node,
   opened with the session cookie and `Origin: http://127.0.0.1:<port>`, each counted once
-  its first `cart` message (sent after the server has tracked nothing yet: the page is
-  tracked right after it) arrived. Client sockets send no pings (as browsers); daphne pings
-  every socket every 20 s (its default).
+  its first `cart` message arrived (the server tracks the page right after sending it).
+  Client sockets send no pings (as browsers); daphne pings every socket every 20 s (its
+  default);
+- unless --no-diagnose, bench/_diag/sitecustomize.py on the servers' PYTHONPATH records
+  their cyclic-GC pauses and event-loop lag (bench only; see that file).
 
 Per ramp step (cumulative totals of load sockets, half on each node):
 - connect: the new sockets are opened with a bounded number in flight per client process;
@@ -53,8 +55,11 @@ Per ramp step (cumulative totals of load sockets, half on each node):
   what the clients hold, whether a fresh dashboard snapshot on A does too, and each node's
   own count of open shopper sockets (/metrics, shop_open_shopper_sockets).
 
-The ramp stops early if a step loses more than 1% of its connects, a node dies, or a step
-takes longer than --step-timeout; the table then says where and why.
+The ramp stops early if more than 1% of a step's connects fail, more than 1% of the open
+sockets are closed by the servers, a node dies, or a step takes longer than --step-timeout;
+the notes under the table then say where and why (failed connects by reason, server log
+warnings and errors, GC pauses and loop lag per step, peers seen down, the staff view's
+largest fall). Figures from this machine are in bench/README.md.
 """
 
 from __future__ import annotations
