@@ -37,6 +37,35 @@ NOT_STAFF_CLOSE_CODE = 4403
 FEED_FAILED_CLOSE_CODE = 4011
 
 
+# Map entries (carts, items, paths) per staff message. Daphne refuses to send a message over
+# 1 MiB; a cart's entry is ~110 bytes and a path's up to ~210, so 2,000 stay far below it.
+FRAME_ENTRIES = 2000
+
+
+def frames(message: dict[str, Any], size: int = FRAME_ENTRIES) -> list[dict[str, Any]]:
+    """A snapshot or diff split into messages of at most `size` map entries each: the first
+    keeps its type, scalars and other fields; the rest are diffs of the remaining entries.
+    Applied in order they give what the one message would (entries are independent keys),
+    so a shop with tens of thousands of carts online still gets its snapshot through."""
+    stats = message.get("stats")
+    if message["type"] not in {"snapshot", "diff"} or not stats:
+        return [message]
+    maps = [name for name, value in stats.items() if isinstance(value, dict)]
+    entries = [(name, key, value) for name in maps for key, value in stats[name].items()]
+    if len(entries) <= size:
+        return [message]
+    first = {name: value for name, value in stats.items() if name not in maps}
+    if message["type"] == "snapshot":
+        first.update({name: {} for name in maps})  # the client needs every map to apply to
+    parts = [first] + [{} for _ in range(1, -(-len(entries) // size))]
+    for index, (name, key, value) in enumerate(entries):
+        parts[index // size].setdefault(name, {})[key] = value
+    stamp = {"t": message["t"]} if "t" in message else {}
+    return [{**message, "stats": parts[0]}] + [
+        {"type": "diff", "stats": part, **stamp} for part in parts[1:]
+    ]
+
+
 class DashboardConsumer(AsyncWebsocketConsumer):
     """One staff dashboard: forwards this node's aggregates and the shop's stock changes."""
 
@@ -84,11 +113,11 @@ class DashboardConsumer(AsyncWebsocketConsumer):
     async def _pump(self) -> None:
         try:
             while True:
-                message = await self.queue.get()
-                message = await self._present(message)
-                if message is not None:
-                    await self.send(text_data=json.dumps(message))
-                    STAFF_MESSAGES_SENT.labels(message["type"]).inc()
+                for frame in frames(await self.queue.get()):
+                    message = await self._present(frame)
+                    if message is not None:
+                        await self.send(text_data=json.dumps(message))
+                        STAFF_MESSAGES_SENT.labels(message["type"]).inc()
         except Exception:
             logger.exception("staff socket feed failed")
             await self.close(code=FEED_FAILED_CLOSE_CODE)

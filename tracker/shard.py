@@ -30,7 +30,7 @@ from typing import Any
 from . import wire
 from .conf import TrackerOptions
 from .deltas import Presence
-from .state import UP, State
+from .state import DOWN, UP, State
 
 logger = logging.getLogger("tracker")
 
@@ -253,6 +253,8 @@ class Shard:
     def _merge(self, sender: str, message: dict[str, Any]) -> None:
         self.last_heard[sender] = self._now()
         started = time.perf_counter()
+        if self.state.replicas.get(sender) == DOWN:
+            logger.warning("replica %s up again", sender)
         joins = self.state.replica_up(sender)
         more_joins, leaves = self.state.merge(wire.delta_of(message))
         self.stats.merges += 1

@@ -17,7 +17,7 @@ from shop.carts import StockChange
 from shop.models import Item, Product
 
 from .conftest import staff_socket
-from .support import row, settled
+from .support import apply_stats_diff, row, settled
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -225,9 +225,7 @@ async def test_open_socket_closes_when_its_user_stops_being_staff(hub, staff, mo
     await communicator.disconnect()
 
 
-async def test_a_failing_feed_closes_the_socket_with_a_code_daphne_accepts(
-    hub, staff, monkeypatch
-):
+async def test_a_failing_feed_closes_the_socket_with_a_code_daphne_accepts(hub, staff, monkeypatch):
     """The page must learn that its feed stopped (it then reconnects). Under daphne an
     application close code must be 1000 or 3000-4999 (autobahn raises on others, such as
     1011, and the socket stays open); the communicator here does not check codes."""
@@ -247,3 +245,63 @@ async def test_a_failing_feed_closes_the_socket_with_a_code_daphne_accepts(
 
 def test_recheck_interval_closes_demoted_sockets_within_a_minute():
     assert consumers.RECHECK_SECONDS <= 30
+
+
+def test_large_messages_are_split_into_frames_that_apply_to_the_same_result():
+    stats = {
+        "shoppers": 5,
+        "pages": 7,
+        "items": {"1": 3},
+        "pages_by_path": {f"/p{i}/": 1 for i in range(4)},
+        "carts": {f"cart-{i}": {"pages": 1} for i in range(5)},
+    }
+    snapshot = {"type": "snapshot", "stats": stats, "history": [[1, 2, 3]], "t": 9.0}
+    parts = consumers.frames(snapshot, size=3)
+    assert [p["type"] for p in parts] == ["snapshot", "diff", "diff", "diff"]
+    assert all(sum(len(v) for v in p["stats"].values() if isinstance(v, dict)) <= 3 for p in parts)
+    assert parts[0]["history"] == [[1, 2, 3]] and parts[0]["stats"]["shoppers"] == 5
+    rebuilt = parts[0]["stats"]
+    for part in parts[1:]:
+        apply_stats_diff(rebuilt, part["stats"])
+    assert rebuilt == stats
+
+    diff = {"type": "diff", "stats": {"pages": 2, "carts": {"a": None, "b": {"pages": 1}}}}
+    assert consumers.frames(diff, size=3) == [diff]
+    parts = consumers.frames(diff, size=1)
+    assert parts == [
+        {"type": "diff", "stats": {"pages": 2, "carts": {"a": None}}},
+        {"type": "diff", "stats": {"carts": {"b": {"pages": 1}}}},
+    ]
+
+
+async def test_a_snapshot_of_many_carts_reaches_the_client_in_frames_under_daphnes_limit(
+    hub, staff
+):
+    carts = 5000  # as one message, about 0.6 MiB of carts alone; 10,000 passed daphne's 1 MiB
+    hub.feed(
+        {
+            "carts": (
+                [
+                    row(f"r{i}", f"cart-{i:05d}", page=f"/p{i % 300}/", items={7: 1}, rev=1)
+                    for i in range(carts)
+                ],
+                [],
+            )
+        }
+    )
+    await settled(hub)
+    communicator = staff_socket(issue_token(staff))
+    connected, _ = await communicator.connect()
+    assert connected
+    first = json.loads(await communicator.receive_from())
+    assert first["type"] == "snapshot"
+    stats, sizes = first["stats"], []
+    while len(stats["carts"]) < carts:
+        text = await communicator.receive_from()
+        sizes.append(len(text))
+        apply_stats_diff(stats, json.loads(text)["stats"])
+    assert len(sizes) >= 2 and max(sizes) < 512 * 1024
+    assert stats["shoppers"] == stats["pages"] == carts
+    assert stats["items"] == {"7": carts}
+    assert sum(stats["pages_by_path"].values()) == carts
+    await communicator.disconnect()
