@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -12,7 +13,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from shop import carts
+from shop import carts, open_tabs
 from shop.broadcast import STOCK_GROUP, cart_group, publish_cart
 from shop.metrics import OPEN_SHOPPER_SOCKETS
 from shop.presence import CARTS_TOPIC, cart_meta
@@ -84,6 +85,7 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
     cart_revision: int = -1
     cart: carts.CartSnapshot | None = None
     tracker: Tracker | None = None  # set while this connection is tracked
+    expected_revision: int = -1  # the newest revision of this cart the tracker has shown
     counted: bool = False  # in OPEN_SHOPPER_SOCKETS
 
     async def __call__(self, scope, receive, send) -> None:
@@ -132,6 +134,7 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
         self.joined_at = time.time()
         await tracker.track(self.channel_name, CARTS_TOPIC, self.cart_id, self.presence_meta())
         self.tracker = tracker
+        open_tabs.open_tabs(tracker).add(self)
 
     def presence_meta(self) -> dict[str, Any]:
         user = self.scope.get("user")
@@ -145,8 +148,10 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
             OPEN_SHOPPER_SOCKETS.dec()
             self.counted = False
         tracker, self.tracker = self.tracker, None
-        if tracker is not None and tracker.running:
-            await tracker.untrack(self.channel_name, CARTS_TOPIC, self.cart_id)
+        if tracker is not None:
+            open_tabs.open_tabs(tracker).discard(self)
+            if tracker.running:
+                await tracker.untrack(self.channel_name, CARTS_TOPIC, self.cart_id)
 
     async def disconnect(self, code: int) -> None:
         await self.leave()
@@ -223,6 +228,26 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
 
     async def send_json(self, payload: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(payload))
+
+    def expect(self, revision: int) -> None:
+        """The tracker shows this cart at `revision` (see shop.open_tabs): unless the
+        channel layer brings it within the grace period, reload the cart."""
+        if revision <= max(self.cart_revision, self.expected_revision):
+            return
+        self.expected_revision = revision
+        loop = asyncio.get_running_loop()
+        loop.call_later(open_tabs.GRACE_SECONDS, self._check_expected, revision)
+
+    def _check_expected(self, revision: int) -> None:
+        if self.tracker is not None and self.cart_revision < revision:
+            asyncio.get_running_loop().create_task(self._reload())
+
+    async def _reload(self) -> None:
+        cart = await database_sync_to_async(carts.load_snapshot)(self.cart_id)
+        if cart is not None and self.tracker is not None:
+            logger.info("cart %s caught up to revision %d from the database", self.cart_id,
+                        cart["revision"])
+            await self.send_cart(cart)
 
     # Channel-layer events
 

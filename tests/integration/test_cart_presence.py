@@ -1,12 +1,16 @@
 """Every shopper page is tracked on topic `carts` with the meta of DESIGN §4, follows its
 cart's changes in any tab, and leaves when the page closes."""
 
+import asyncio
 import time
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from django.contrib.sessions.backends.db import SessionStore
 
+from shop import carts, open_tabs
+from shop.broadcast import cart_group
 from shop.carts import CART_SESSION_KEY
 from shop.models import Cart
 from tests.shop.conftest import communicator
@@ -82,3 +86,47 @@ async def test_a_logged_in_shoppers_page_names_the_user(site_tracker, django_use
     assert meta["user"] == "ada"
     await tab.disconnect()
     assert site_tracker.list("carts") == []
+
+
+async def test_a_tab_whose_cart_message_was_lost_catches_up_through_the_tracker(
+    catalogue, cart, open_tab, site_tracker, monkeypatch
+):
+    """The channel layer delivers at most once; the revision in the other tab's tracker meta
+    brings a tab that missed a change up to date after the grace period."""
+    monkeypatch.setattr(open_tabs, "GRACE_SECONDS", 0.2)
+    first = await open_tab(cart, page="/")
+    second = await open_tab(cart, page="/checkout/")
+    # Lose every channel-layer message to the second tab: it leaves its cart's group.
+    layer = get_channel_layer()
+    [second_channel] = [
+        c for c, m in site_tracker.get_by_key("carts", str(cart.id)) if m["page"] == "/checkout/"
+    ]
+    await layer.group_discard(cart_group(str(cart.id)), second_channel)
+
+    item = catalogue["plenty"]
+    await first.request({"type": "add_item", "item_id": item.pk})
+    assert await second.communicator.receive_nothing(timeout=0.1)  # the message is lost...
+    message = await second.receive()  # ... and the tracker brings the change anyway
+    assert message["type"] == "cart"
+    assert [(line["item_id"], line["quantity"]) for line in message["cart"]["items"]] == [
+        (item.pk, 1)
+    ]
+    rows = site_tracker.get_by_key("carts", str(cart.id))
+    assert [meta["items"] for _, meta in rows] == [{item.pk: 1}, {item.pk: 1}]
+
+
+async def test_tabs_that_got_the_change_do_not_reload(
+    catalogue, cart, open_tab, site_tracker, monkeypatch
+):
+    monkeypatch.setattr(open_tabs, "GRACE_SECONDS", 0.1)
+    reloads = []
+    original = carts.load_snapshot
+    first = await open_tab(cart)
+    second = await open_tab(cart)
+    monkeypatch.setattr(
+        carts, "load_snapshot", lambda cart_id: reloads.append(cart_id) or original(cart_id)
+    )
+    await first.request({"type": "add_item", "item_id": catalogue["plenty"].pk})
+    assert (await second.receive())["type"] == "cart"
+    await asyncio.sleep(0.3)
+    assert reloads == []
