@@ -102,14 +102,16 @@ class Shard:
         if self._flush_handle is not None:
             return
         loop = asyncio.get_running_loop()
-        wait = self._last_sent + self.options.broadcast_period - self._now()
+        due = self._last_sent + self.options.broadcast_period
+        wait = due - self._now()
         if wait <= 0:
             self._flush_handle = loop.call_soon(self.flush)
         else:
-            self._flush_handle = loop.call_later(wait, self.flush)
+            self._flush_handle = loop.call_later(wait, self.flush, due)
 
-    def flush(self) -> None:
-        """Broadcast our pending delta (possibly empty) as a heartbeat."""
+    def flush(self, due: float | None = None) -> None:
+        """Broadcast our pending delta (possibly empty) as a heartbeat. `due`: when the timer
+        that calls it was set to fire."""
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -117,7 +119,11 @@ class Shard:
         payload = wire.encode_delta(
             wire.HEARTBEAT, delta, observer=self.observer, started=self.started_at
         )
-        self._last_sent = self._now()
+        # A timer fires a little late (asyncio rounds its wait up to whole milliseconds):
+        # count the next period from when it was due, so that under steady changes a
+        # heartbeat goes out every period, not every period plus the lateness.
+        now = self._now()
+        self._last_sent = now if due is None else min(now, due)
         self.stats.heartbeats_sent += 1
         self._out(None, payload)
 
