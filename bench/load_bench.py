@@ -410,30 +410,37 @@ class Prober:
     samples: list[Sample] = field(default_factory=list)
     lost: collections.Counter = field(default_factory=collections.Counter)
     stopping: bool = False
+    # Held while a request is in flight; the end-of-step check holds it so that what the
+    # probes hold cannot change while the views are compared with it.
+    turn_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def run(self) -> None:
         rng = random.Random(7)
         turn = 0
         while not self.stopping:
             await asyncio.sleep(self.spacing + rng.random() * self.jitter)
-            probe = self.probes[turn % len(self.probes)]
+            async with self.turn_lock:
+                await self.one_turn(self.probes[turn % len(self.probes)])
             turn += 1
-            probe.held = 1 - probe.held
-            key, quantity = str(probe.item), probe.held
-            phase = self.phase
-            arrived = self.watch.wait(lambda v, k=key, q=quantity: v.stats["items"].get(k, 0) == q)
-            kind = "add_item" if quantity else "remove_item"
-            started, at = time.perf_counter(), time.time()
-            try:
-                request_id = await probe.tab.send({"type": kind, "item_id": probe.item})
-                await probe.tab.reply(request_id, 10)
-                replied = probe.tab.arrived - started
-                seen = await asyncio.wait_for(arrived, 10)
-            except (TimeoutError, AssertionError, ConnectionError) as error:
-                self.lost[f"{phase}: {type(error).__name__}"] += 1
-                arrived.cancel()
-                continue
-            self.samples.append(Sample(phase, seen - started, replied, at))
+
+    async def one_turn(self, probe: Probe) -> None:
+        """One add_item or remove_item, timed until the staff view shows it."""
+        probe.held = 1 - probe.held
+        key, quantity = str(probe.item), probe.held
+        phase = self.phase
+        arrived = self.watch.wait(lambda v, k=key, q=quantity: v.stats["items"].get(k, 0) == q)
+        kind = "add_item" if quantity else "remove_item"
+        started, at = time.perf_counter(), time.time()
+        try:
+            request_id = await probe.tab.send({"type": kind, "item_id": probe.item})
+            await probe.tab.reply(request_id, 10)
+            replied = probe.tab.arrived - started
+            seen = await asyncio.wait_for(arrived, 10)
+        except (TimeoutError, AssertionError, ConnectionError) as error:
+            self.lost[f"{phase}: {type(error).__name__}"] += 1
+            arrived.cancel()
+            return
+        self.samples.append(Sample(phase, seen - started, replied, at))
 
     def of(self, phase: str) -> list[Sample]:
         return [s for s in self.samples if s.phase == phase]
@@ -671,7 +678,9 @@ async def run(args: argparse.Namespace) -> tuple[list[Step], dict[str, Any]]:
                     step.hold_cpu[n] = (cpu_seconds(s.process.pid) - hold_cpu0[n]) / args.hold
                 prober.phase = f"check {target}"
 
-                # End of the hold: memory, counts, exactness.
+                # End of the hold: memory, counts, exactness, with no probe request in flight
+                # (what the probes hold is part of the expected figures).
+                await prober.turn_lock.acquire()
                 statuses = await asyncio.gather(*(c.call(op="status") for c in clients))
                 step.on_node = {"a": len(probes), "b": 0}
                 closed: collections.Counter = collections.Counter()
@@ -700,7 +709,7 @@ async def run(args: argparse.Namespace) -> tuple[list[Step], dict[str, Any]]:
                     "pages": step.held,
                     "items": step.held - len(probes) + probe_quantity,
                 }
-                # A probe request may be in flight: wait for its diff before comparing.
+                # The last probe's diff may still be on its way to B: wait for it.
                 await watch.until(lambda v, e=step.expected: summary_of(v.stats) == e, 3)
                 step.view = summary_of(watch.view.stats)
                 # What a fresh snapshot of these aggregates weighs on the wire (its catalogue
@@ -714,6 +723,7 @@ async def run(args: argparse.Namespace) -> tuple[list[Step], dict[str, Any]]:
                 except Exception as error:  # noqa: BLE001 - reported, not raised
                     step.fresh_a = {"error": f"{type(error).__name__}: {error}"}
                 step.fresh_seconds = time.perf_counter() - asked
+                prober.turn_lock.release()
                 step.load = load1()
                 step.dip = dip(watch.pages, (step.connect_window[0], step.hold_window[1]))
                 say(f"  held {step.held:,}; staff view {step.view}, expected {step.expected}; "
