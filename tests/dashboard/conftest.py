@@ -4,22 +4,13 @@ itself (no tracker needed), and staff sockets through the project's ASGI applica
 from collections.abc import AsyncIterator
 
 import pytest
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
 from dashboard.hub import DashboardHub, install_hub
 from shop.asgi import application
+from tests.channel_layer import fresh_channel_layer  # noqa: F401 (autouse here)
 
 ALLOWED_ORIGIN = b"http://localhost:8000"
-
-
-@pytest.fixture(autouse=True)
-def fresh_channel_layer():
-    """Each test starts with an empty in-memory channel layer (no groups left by others)."""
-    async_to_sync(get_channel_layer().flush)()
-    yield
-    async_to_sync(get_channel_layer().flush)()
 
 
 @pytest.fixture

@@ -9,16 +9,6 @@ from dashboard import tokens
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def staff(django_user_model):
-    return django_user_model.objects.create_user("staffer", password="pw-staff-1", is_staff=True)
-
-
-@pytest.fixture
-def shopper(django_user_model):
-    return django_user_model.objects.create_user("shopper", password="pw-shop-1")
-
-
 def test_anonymous_visitor_is_sent_to_the_login_page(client):
     response = client.get("/dashboard/")
     assert response.status_code == 302

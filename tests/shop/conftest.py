@@ -9,9 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.sessions.backends.db import SessionStore
@@ -19,16 +17,9 @@ from django.contrib.sessions.backends.db import SessionStore
 from shop.asgi import application
 from shop.carts import CART_SESSION_KEY
 from shop.models import Cart, CartItem, Item, Product
+from tests.channel_layer import fresh_channel_layer  # noqa: F401 (autouse here)
 
 ALLOWED_ORIGIN = "http://127.0.0.1:8000"
-
-
-@pytest.fixture(autouse=True)
-def fresh_channel_layer():
-    """Each test starts with an empty in-memory channel layer (no groups left by others)."""
-    async_to_sync(get_channel_layer().flush)()
-    yield
-    async_to_sync(get_channel_layer().flush)()
 
 
 @pytest.fixture
