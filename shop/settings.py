@@ -249,7 +249,11 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     # One handler, on the root: servers like daphne configure logging too, and a second
-    # handler on "tracker" would print its lines twice.
+    # handler on "tracker" would print its lines twice. Django's default config gives
+    # "django" a console handler of its own in DEBUG (every runserver line twice): none.
     "root": {"handlers": ["console"], "level": "WARNING"},
-    "loggers": {"tracker": {"level": os.environ.get("TRACKER_LOG_LEVEL", "INFO")}},
+    "loggers": {
+        "django": {"handlers": [], "level": "INFO"},
+        "tracker": {"level": os.environ.get("TRACKER_LOG_LEVEL", "INFO")},
+    },
 }

@@ -80,3 +80,18 @@ def test_tracker_redis_url_defaults_to_redis_url_and_needs_it(tmp_path):
     result = _check({"DEBUG": "1", "VAR_DIR": str(tmp_path), "TRACKER_REDIS_URL": "redis://t:1/0"})
     assert result.returncode != 0
     assert "TRACKER_REDIS_URL needs REDIS_URL" in result.stderr
+
+
+def test_a_log_line_is_printed_once_in_debug(tmp_path):
+    """Django's default logging gives the "django" logger a console handler of its own in
+    DEBUG; with the site's root handler beside it, every server line came out twice."""
+    env = {"DEBUG": "1", "VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "shop.settings"}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c",
+         "import logging; logging.getLogger('django.channels.server').info('GET / 200');"
+         "logging.getLogger('tracker').info('replica up')"],
+        cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("GET / 200") == 1, result.stderr
+    assert result.stderr.count("replica up") == 1, result.stderr
