@@ -77,6 +77,7 @@ import sys
 import tempfile
 import time
 import venv
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,17 @@ def user_key(i: int) -> str:
 def pct(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[max(1, math.ceil(fraction * len(ordered) - 1e-9)) - 1]
+
+
+def timed_lists(count_members: Callable[[], int], n: int, times: int) -> list[float]:
+    """The durations of `times` calls of "who is here"; each must find all n members."""
+    durations = []
+    for _ in range(times):
+        started = time.perf_counter()
+        count = count_members()
+        durations.append(time.perf_counter() - started)
+        assert count == n, count
+    return durations
 
 
 def say(message: str) -> None:
@@ -186,12 +198,7 @@ def peer_child(options: dict[str, Any]) -> dict[str, Any]:
             Room.objects.add(ROOM, name)
         joins = time.perf_counter() - started
         room = Room.objects.get(channel_name=ROOM)
-        list_times = []
-        for _ in range(lists):
-            started = time.perf_counter()
-            count = list_room(room)
-            list_times.append(time.perf_counter() - started)
-            assert count == n, count
+        list_times = timed_lists(lambda: list_room(room), n, lists)
         started = time.perf_counter()
         for name in names:
             Room.objects.remove(ROOM, name)
@@ -260,12 +267,7 @@ async def ours_local(n: int, lists: int) -> dict[str, Any]:
         for name, key in zip(names, keys, strict=True):
             await track(name, TOPIC, key, META)
         joins = time.perf_counter() - started
-        list_times = []
-        for _ in range(lists):
-            started = time.perf_counter()
-            count = len(tracker.list(TOPIC))
-            list_times.append(time.perf_counter() - started)
-            assert count == n, count
+        list_times = timed_lists(lambda: len(tracker.list(TOPIC)), n, lists)
         started = time.perf_counter()
         for name, key in zip(names, keys, strict=True):
             await untrack(name, TOPIC, key)
@@ -392,12 +394,7 @@ async def ours_redis(n: int, lists: int, url: str) -> dict[str, Any]:
         if seen["at"] is None:
             raise RuntimeError(f"the replica lists {seen['listed']} of {n} after 30 s")
         joins_seen = seen["at"] - first
-        list_times = []
-        for _ in range(lists):
-            started = time.perf_counter()
-            count = len(tracker.list(TOPIC))
-            list_times.append(time.perf_counter() - started)
-            assert count == n, count
+        list_times = timed_lists(lambda: len(tracker.list(TOPIC)), n, lists)
         remote = await replica.call(op="list", times=lists)
         assert remote["listed"] == n
         await replica.call(op="expect", count=0)
