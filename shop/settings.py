@@ -231,6 +231,9 @@ TRACKER = {
     "broadcast_period": _env_seconds("TRACKER_BROADCAST_PERIOD"),
     "down_period": _env_seconds("TRACKER_DOWN_PERIOD"),
     "permdown_period": _env_seconds("TRACKER_PERMDOWN_PERIOD"),
+    # Every tracker frame is signed with a key derived from SECRET_KEY: only the site's own
+    # processes can change what the cluster shows (docs/protocol.md, tracker wire format).
+    "secret": SECRET_KEY,
 }
 try:  # the tracker starts lazily: fail now, not at the first shopper
     TrackerOptions.from_mapping({k: v for k, v in TRACKER.items() if v is not None})

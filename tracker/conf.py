@@ -22,6 +22,9 @@ Options (seconds where it is a duration):
 - channel_prefix = "tracker": the prefix of the Redis channels.
 - node_name = hostname:pid: the stable part of the replica id; a new replica with the
   same node name replaces the old one at once.
+- secret = None: a shared secret; with one, every frame is signed (keyed BLAKE2b) and
+  frames not signed with the same secret are rejected, so nothing but the cluster's own
+  replicas can change what it shows. The site sets its SECRET_KEY.
 
 Constraints (checked, with a clear error): every period is positive;
 down_period >= 2 x broadcast_period x max_silent_periods (a quiet but healthy peer must
@@ -30,7 +33,7 @@ never look dead); permdown_period > down_period; delta sizes positive and increa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -50,6 +53,7 @@ class TrackerOptions:
     redis_url: str | None = None
     channel_prefix: str = "tracker"
     node_name: str | None = None
+    secret: str | bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "max_delta_sizes", tuple(self.max_delta_sizes))
@@ -86,6 +90,21 @@ class TrackerOptions:
     @property
     def clock_sample_interval(self) -> float:
         return self.broadcast_period * self.clock_sample_periods
+
+    @property
+    def stall_timeout(self) -> float:
+        """Silence on the Redis subscription after which its connection is presumed dead
+        and replaced. A replica hears its own heartbeats at least every silent interval
+        (plus a tick), so a few of those without a frame is a dead link; at most half the
+        down period, so that the repair lands before peers would be taken for down."""
+        beat = self.silent_heartbeat_interval + self.broadcast_period
+        return max(beat + self.broadcast_period, min(2 * beat, self.down_period / 2))
+
+    @property
+    def command_timeout(self) -> float:
+        """Seconds a Redis command (publish, subscribe, ping) may take before the
+        connection counts as failed."""
+        return max(1.0, min(2.0, self.down_period / 2))
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> TrackerOptions:

@@ -20,7 +20,17 @@ Families (`shard` labels the tracker's shards, `replica` a peer's replica id):
 - tracker_merge_duration_seconds, tracker_extract_duration_seconds{shard}: summaries
   (count and sum) of merging deltas and extracting transfers.
 - tracker_sent_bytes_total, tracker_received_bytes_total{shard}: message payload bytes.
-- tracker_undecodable_messages_total{shard}: messages ignored as malformed.
+- tracker_messages_rejected_total{reason}: frames dropped by their checks (malformed,
+  version, signature, invalid, incompatible: see tracker.wire), every reason always present.
+- tracker_receive_errors_total: valid frames whose application raised (bugs, logged).
+- tracker_task_failures_total{task}: background tasks that failed and were restarted.
+- tracker_incompatible_peers: peers refused (other protocol version or shard count) and
+  heard within down_period.
+- tracker_superseded: 1 once a later process of this node name took over (see shard.py).
+- tracker_healthy: 1 while `Tracker.health()` finds nothing wrong.
+- tracker_transport_reconnects_total, tracker_transport_stalls_total,
+  tracker_transport_last_frame_age_seconds: the Redis transport's reconnections (all, and
+  those for a silent subscription) and seconds since it last heard a frame.
 - tracker_publish_failures_total: batches the transport could not publish.
 """
 
@@ -39,6 +49,7 @@ from prometheus_client.metrics_core import Metric
 
 from .state import DOWN, UP
 from .tracker import Tracker
+from .wire import REASONS
 
 # (family name, help, ShardStats field) of the counters kept per shard.
 _SHARD_COUNTERS = (
@@ -54,7 +65,6 @@ _SHARD_COUNTERS = (
     ),
     ("tracker_sent_bytes", "Payload bytes of the messages sent.", "bytes_sent"),
     ("tracker_received_bytes", "Payload bytes of the messages received.", "bytes_received"),
-    ("tracker_undecodable_messages", "Received messages ignored as malformed.", "undecodable"),
 )
 
 # (family name, help, count field, seconds field) of the timed operations.
@@ -109,6 +119,56 @@ class TrackerCollector:
             "tracker_publish_failures",
             "Message batches the transport could not publish.",
             value=tracker.publish_failures,
+        )
+        yield from _health(tracker)
+
+
+def _health(tracker: Tracker) -> Iterator[Metric]:
+    health = tracker.health()
+    rejected = CounterMetricFamily(
+        "tracker_messages_rejected", "Frames dropped by their checks.", labels=["reason"]
+    )
+    for reason in REASONS:
+        rejected.add_metric([reason], health["rejected"].get(reason, 0))
+    yield rejected
+    yield CounterMetricFamily(
+        "tracker_receive_errors",
+        "Valid frames whose application raised (a bug; logged with its traceback).",
+        value=health["receive_errors"],
+    )
+    failures = CounterMetricFamily(
+        "tracker_task_failures",
+        "Background tasks that failed and were restarted.",
+        labels=["task"],
+    )
+    for task, count in sorted(health["task_failures"].items()):
+        failures.add_metric([task], count)
+    yield failures
+    yield GaugeMetricFamily(
+        "tracker_incompatible_peers",
+        "Peers refused (other protocol version or shard count) heard within down_period.",
+        value=len(tracker.incompatible_peers()),
+    )
+    yield GaugeMetricFamily(
+        "tracker_superseded",
+        "1 once a later process of this node name took over.",
+        value=int(tracker.superseded_by is not None),
+    )
+    yield GaugeMetricFamily(
+        "tracker_healthy", "1 while the replica finds nothing wrong.", value=int(health["ok"])
+    )
+    transport = health["transport"] or {}
+    for name, field, documentation in (
+        ("tracker_transport_reconnects", "reconnects", "Reconnections of the transport."),
+        ("tracker_transport_stalls", "stalls", "Reconnections for a silent subscription."),
+    ):
+        if field in transport:
+            yield CounterMetricFamily(name, documentation, value=transport[field])
+    if transport.get("last_frame_age") is not None:
+        yield GaugeMetricFamily(
+            "tracker_transport_last_frame_age_seconds",
+            "Seconds since the transport last heard a frame.",
+            value=transport["last_frame_age"],
         )
 
 

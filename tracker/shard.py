@@ -1,9 +1,9 @@
 """The imperative shell around one `State`: heartbeats, transfers, peer liveness.
 
 A shard owns one State (one replica of one slice of the topics). It does no I/O itself:
-it hands encoded messages to `send` (the tracker's ordered outbox) and reports visible
-changes to `emit`. Everything here runs on the event loop, synchronously, so reads of the
-state are never queued behind writes.
+it hands encoded frames to `send` (the tracker's ordered outbox) and reports visible
+changes to `emit`, in the order they happen. Everything here runs on the event loop,
+synchronously, so reads of the state are never queued behind writes.
 
 Timing, per shard:
 - A local change after a quiet period is broadcast at once (the next loop iteration);
@@ -14,8 +14,26 @@ Timing, per shard:
   or reordered message) asks the sender for a transfer, and asks again every
   `clock_sample_periods` while it stays behind.
 - A peer silent for `down_period` is down (rows hidden), for `permdown_period` gone
-  (rows purged). A goodbye purges at once, and so does a new replica id with the same
-  node name (the process was replaced).
+  (rows purged). A goodbye purges at once.
+
+Incarnations. A node name (`TRACKER_NODE_NAME`) is one live process; a restarted process
+comes back under a new replica id with the same name and replaces its predecessor at once.
+Which of two is the newer is decided without wall clocks: every heartbeat and transfer
+carries the sender's age (seconds since it started, by its own monotonic clock), and a
+receiver estimates the sender's start on its own clock as `now - age`. A message's delay
+only makes that estimate later, never earlier, so:
+- peers take the incarnation that looks newer at once (a restart replaces the dead
+  predecessor without waiting for down detection);
+- an incarnation that finds one of its own node name provably older (estimated start,
+  the latest it can be, before its own) tells it so (`superseded`); the older one says
+  goodbye (every peer drops its rows and admits the newer one if it had not) and then
+  says nothing more, reporting itself degraded. Delays can postpone this proof, never
+  fake it, so a predecessor that keeps talking cannot flip-flop the rows, and a live
+  successor is never ignored for ever, whatever the hosts' clocks say.
+
+Every frame is checked in full (`wire.Codec.decode`) before anything changes; a bad one is
+counted by reason and dropped. Peers whose frames are valid but incompatible (another
+protocol version, another shard count) are refused and listed in `incompatible`.
 """
 
 from __future__ import annotations
@@ -23,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,12 +49,16 @@ from typing import Any
 from . import wire
 from .conf import TrackerOptions
 from .deltas import Presence
-from .state import DOWN, UP, State
+from .state import UP, State
 
 logger = logging.getLogger("tracker")
 
 Send = Callable[[int, "str | None", bytes], None]  # (shard, to replica or None, payload)
 Emit = Callable[[list[Presence], list[Presence]], None]
+
+# A rejected frame is logged at most once per reason in this many seconds (a flood of
+# foreign frames must not flood the log); the counters count every one.
+REJECT_LOG_INTERVAL = 10.0
 
 
 def node_name_of(replica: str) -> str:
@@ -57,7 +80,6 @@ class ShardStats:
     extract_seconds: float = 0.0
     bytes_sent: int = 0
     bytes_received: int = 0
-    undecodable: int = 0
 
 
 class Shard:
@@ -70,22 +92,34 @@ class Shard:
         emit: Emit,
         *,
         observer: bool = False,
-        started_at: float = 0.0,
+        codec: wire.Codec | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_superseded: Callable[[str], None] = lambda successor: None,
     ) -> None:
         self.index = index
         self.options = options
         self.state = State(replica, options.max_delta_sizes)
         self.observer = observer  # an observer tracks nothing and is not listed by peers
-        self.started_at = started_at  # unix time; orders replicas sharing a node name
+        self.codec = codec or wire.Codec()
         self._send = send
         self._emit = emit
         self._now = clock
+        self._on_superseded = on_superseded
+        self.born = clock()  # our start, on our own clock: our age goes in every heartbeat
         self.last_heard: dict[str, float] = {}
         self._requested: dict[str, float] = {}  # peer -> when we last asked it for a transfer
-        self._gone: set[str] = set()  # said goodbye or were replaced: never again
+        self._gone: set[str] = set()  # said goodbye: never again
         self._by_name: dict[str, str] = {}  # node name -> its current replica id
-        self._started: dict[str, float] = {}  # replica -> its announced start time
+        # replica -> the earliest estimate of its start on our clock (each message's delay
+        # only makes an estimate later), for peers and for replicas of our own node name
+        self._started: dict[str, float] = {}
+        self._rivals: dict[str, float] = {}
+        self._told: dict[str, float] = {}  # rival -> when we last told it it is superseded
+        self._ignored: set[str] = set()  # older incarnations we ignore (logged once each)
+        self.rejected: Counter[str] = Counter()  # frames dropped, by reason
+        self._reject_logged: dict[str, float] = {}
+        # Peers refused as incompatible: replica (or "?") -> (what differs, when last heard).
+        self.incompatible: dict[str, tuple[str, float]] = {}
         self._last_sent = float("-inf")
         self._flush_handle: asyncio.Handle | asyncio.TimerHandle | None = None
         self._ticks = 0
@@ -116,16 +150,22 @@ class Shard:
             self._flush_handle.cancel()
             self._flush_handle = None
         delta = self.state.take_delta()
-        payload = wire.encode_delta(
-            wire.HEARTBEAT, delta, observer=self.observer, started=self.started_at
-        )
         # A timer fires a little late (asyncio rounds its wait up to whole milliseconds):
         # count the next period from when it was due, so that under steady changes a
         # heartbeat goes out every period, not every period plus the lateness.
         now = self._now()
         self._last_sent = now if due is None else min(now, due)
         self.stats.heartbeats_sent += 1
-        self._out(None, payload)
+        self._out(None, self._encode_delta(wire.HEARTBEAT, delta))
+
+    def _encode_delta(self, kind: str, delta: Any) -> bytes:
+        return self.codec.encode_delta(
+            kind,
+            delta,
+            age=self._now() - self.born,
+            shards=self.options.pool_size,
+            observer=self.observer,
+        )
 
     def _out(self, to: str | None, payload: bytes) -> None:
         self.stats.bytes_sent += len(payload)
@@ -150,6 +190,9 @@ class Shard:
             elif silent >= options.down_period and self.state.replicas.get(peer) == UP:
                 logger.warning("replica %s down (silent %.1f s)", peer, silent)
                 self._emit([], self.state.replica_down(peer))
+        for peer, (_, heard) in list(self.incompatible.items()):
+            if now - heard >= options.permdown_period:
+                del self.incompatible[peer]
         self._ticks += 1
         if self._ticks % options.clock_sample_periods == 0:
             for peer, status in self.state.replicas.items():
@@ -164,7 +207,7 @@ class Shard:
         self._requested[peer] = now
         self.stats.transfers_requested += 1
         since = self.state.seen[peer].contiguous if peer in self.state.seen else 0
-        self._out(peer, wire.encode_request(self.replica, since))
+        self._out(peer, self.codec.encode_request(self.replica, since))
 
     def reconnected(self) -> None:
         """The transport lost messages for a while: announce ourselves and catch up."""
@@ -175,103 +218,158 @@ class Shard:
     def goodbye(self) -> None:
         """Flush what is pending, then tell peers to purge our rows now."""
         self.flush()
-        self._out(None, wire.encode_goodbye(self.replica))
+        self._out(None, self.codec.encode_goodbye(self.replica))
 
     # -- incoming messages ---------------------------------------------------------------
 
     def receive(self, payload: bytes) -> None:
+        """Apply one frame from the transport; a frame that fails its checks changes
+        nothing and is counted. (An exception from here is a bug, not a bad frame.)"""
         self.stats.bytes_received += len(payload)
         try:
-            message = wire.decode(payload)
-            sender = message["r"]
-            kind = message["t"]
-            if sender == self.replica or sender in self._gone:
+            message = self.codec.decode(payload)
+        except wire.Rejected as rejected:
+            self._reject(rejected)
+            return
+        sender = message.sender
+        if sender == self.replica or sender in self._gone:
+            return
+        if isinstance(message, wire.DeltaMessage):
+            if message.shards != self.options.pool_size:
+                what = f"has {message.shards} shards, we have {self.options.pool_size}"
+                self._reject(wire.Rejected(wire.INCOMPATIBLE, what, sender))
                 return
-            if kind == wire.HEARTBEAT:
-                self._on_heartbeat(sender, message)
-            elif kind == wire.TRANSFER:
-                self._on_transfer(sender, message)
-            elif kind == wire.TRANSFER_REQUEST:
-                self._on_transfer_request(sender, message["s"])
-            elif kind == wire.GOODBYE:
-                logger.info("replica %s said goodbye", sender)
-                self._forget(sender, for_good=True)
-        except (ValueError, KeyError, TypeError) as error:
-            self.stats.undecodable += 1
-            logger.warning("ignored an undecodable tracker message: %s", error)
+            if message.kind == wire.HEARTBEAT:
+                self._on_heartbeat(message)
+            else:
+                self._on_transfer(message)
+        elif isinstance(message, wire.TransferRequest):
+            self._send_transfer(sender, message.since)
+        elif isinstance(message, wire.Superseded):
+            if node_name_of(sender) == node_name_of(self.replica) and not self.observer:
+                self._on_superseded(sender)
+        else:
+            logger.info("replica %s said goodbye", sender)
+            self._forget(sender, for_good=True)
 
-    def _on_heartbeat(self, sender: str, message: dict[str, Any]) -> None:
+    def _reject(self, rejected: wire.Rejected) -> None:
+        reason = rejected.reason
+        self.rejected[reason] += 1
+        now = self._now()
+        if reason in (wire.VERSION_MISMATCH, wire.INCOMPATIBLE):
+            peer = rejected.peer or "?"
+            if self.incompatible.get(peer, ("",))[0] != rejected.detail:
+                logger.error(
+                    "tracker peer %s refused: it %s; it cannot join this cluster "
+                    "(docs/protocol.md, rolling deploys)",
+                    peer,
+                    rejected.detail,
+                )
+            self.incompatible[peer] = (rejected.detail, now)
+            return
+        if now - self._reject_logged.get(reason, float("-inf")) >= REJECT_LOG_INTERVAL:
+            self._reject_logged[reason] = now
+            logger.warning(
+                "tracker frame rejected (%s): %s%s; %d rejected for this reason so far",
+                reason,
+                rejected.detail,
+                f" (from {rejected.peer})" if rejected.peer else "",
+                self.rejected[reason],
+            )
+
+    def _on_heartbeat(self, message: wire.DeltaMessage) -> None:
         self.stats.heartbeats_received += 1
-        if message.get("o"):
+        sender = message.sender
+        if message.observer:
             self._send_transfer(sender, 0)  # an observer reads the cluster: give it our rows
             return
         if sender not in self.state.replicas:
-            if not self._welcome(sender, message.get("st", 0.0)):
+            if not self._welcome(sender, message.age):
                 return
             if not self.observer:
                 # Greet the newcomer with our rows, to it alone: one message instead of a
                 # broadcast heartbeat that every replica would receive.
                 self._send_transfer(sender, 0)
-        self._merge(sender, message)
+        self._merge(message)
 
-    def _on_transfer(self, sender: str, message: dict[str, Any]) -> None:
+    def _on_transfer(self, message: wire.DeltaMessage) -> None:
+        sender = message.sender
         self._requested.pop(sender, None)
         self.stats.transfers_received += 1
         if sender not in self.state.replicas:
             # A greeting from a replica we have not heard yet, or an observer's empty answer.
-            if message.get("o") or not self._welcome(sender, message.get("st", 0.0)):
+            if message.observer or not self._welcome(sender, message.age):
                 return
-        self._merge(sender, message)
+        self._merge(message)
 
-    def _welcome(self, sender: str, started: float) -> bool:
-        """Admit a replica heard for the first time, unless it is an older incarnation of
-        a node whose newer one we know (ourselves included): a node name is one live
-        process, and the one started last is it."""
+    def _welcome(self, sender: str, age: float) -> bool:
+        """Admit a replica heard for the first time, unless an incarnation of its node that
+        looks newer is known: a node name is one live process, the one started last."""
+        started = self._now() - age
         name = node_name_of(sender)
         if name == node_name_of(self.replica) and not self.observer:
-            previous, previous_started = self.replica, self.started_at
-        else:
-            previous = self._by_name.get(name)
-            previous_started = self._started.get(previous, 0.0)
-        if previous is not None and previous != sender:
-            if (started, sender) < (previous_started, previous):
-                logger.warning(
-                    "ignoring replica %s: %s is the newer one of node %s", sender, previous, name
-                )
-                self._gone.add(sender)
+            self._rival(sender, started)
+            return False
+        current = self._by_name.get(name)
+        if current is not None and current != sender:
+            # Equal estimates (no delay, same instant) are ordered by id, the same everywhere.
+            if (started, sender) < (self._started[current], current):
+                self._ignore(sender, current)
                 return False
-            if previous == self.replica:
-                logger.error(
-                    "replica %s of our node name %s started after us; peers now "
-                    "ignore this replica",
-                    sender,
-                    name,
-                )
-                self._gone.add(sender)
-                return False
-            logger.info("replica %s replaced by %s", previous, sender)
-            self._forget(previous, for_good=True)
+            logger.info("replica %s replaced by %s", current, sender)
+            self._forget(current)
         self._by_name[name] = sender
         self._started[sender] = started
+        self._ignored.discard(sender)
         logger.info("replica %s up", sender)
         return True
 
-    def _merge(self, sender: str, message: dict[str, Any]) -> None:
-        self.last_heard[sender] = self._now()
-        started = time.perf_counter()
-        if self.state.replicas.get(sender) == DOWN:
+    def _rival(self, sender: str, started: float) -> None:
+        """Another replica of our own node name: if it provably started before us, tell it
+        (at most once per clock sample interval) that it is superseded."""
+        started = min(started, self._rivals.get(sender, started))
+        self._rivals[sender] = started
+        if (started, sender) >= (self.born, self.replica):
+            self._ignore(sender, self.replica, proven=False)
+            return
+        self._ignore(sender, self.replica)
+        now = self._now()
+        if now - self._told.get(sender, float("-inf")) >= self.options.clock_sample_interval:
+            self._told[sender] = now
+            self._out(sender, self.codec.encode_superseded(self.replica))
+
+    def _ignore(self, older: str, newer: str, *, proven: bool = True) -> None:
+        if older not in self._ignored:
+            self._ignored.add(older)
+            if proven:
+                logger.warning(
+                    "ignoring replica %s: %s, a later start of node %s, replaces it",
+                    older,
+                    newer,
+                    node_name_of(newer),
+                )
+            else:
+                logger.warning(
+                    "replica %s of our node name %s is running; ignoring it until one of us "
+                    "learns which started first",
+                    older,
+                    node_name_of(newer),
+                )
+
+    def _merge(self, message: wire.DeltaMessage) -> None:
+        sender = message.sender
+        now = self.last_heard[sender] = self._now()
+        self._started[sender] = min(self._started[sender], now - message.age)
+        if self.state.replicas.get(sender) not in (None, UP):
             logger.warning("replica %s up again", sender)
-        joins = self.state.replica_up(sender)
-        more_joins, leaves = self.state.merge(wire.delta_of(message))
+        started = time.perf_counter()
+        joins, leaves = self.state.merge(message.delta)
         self.stats.merges += 1
         self.stats.merge_seconds += time.perf_counter() - started
-        if joins or more_joins or leaves:
-            self._emit(joins + more_joins if joins else more_joins, leaves)
+        if joins or leaves:
+            self._emit(joins, leaves)
         if self.state.behind(sender):
             self.request_transfer(sender)
-
-    def _on_transfer_request(self, sender: str, since: int) -> None:
-        self._send_transfer(sender, since)
 
     def _send_transfer(self, to: str, since: int) -> None:
         """What `to`, having our dots up to `since`, lacks: a delta or our full state."""
@@ -282,16 +380,14 @@ class Shard:
         self.stats.extracts += 1
         self.stats.extract_seconds += time.perf_counter() - started
         self.stats.transfers_sent += 1
-        payload = wire.encode_delta(
-            wire.TRANSFER, delta, observer=self.observer, started=self.started_at
-        )
-        self._out(to, payload)
+        self._out(to, self._encode_delta(wire.TRANSFER, delta))
 
     def _forget(self, peer: str, *, for_good: bool = False) -> None:
         self._emit([], self.state.replica_permdown(peer))
         self.last_heard.pop(peer, None)
         self._requested.pop(peer, None)
         self._started.pop(peer, None)
+        self._rivals.pop(peer, None)
         if self._by_name.get(node_name_of(peer)) == peer:
             del self._by_name[node_name_of(peer)]
         if for_good:
@@ -314,6 +410,13 @@ class Shard:
                 else None,
             }
             for peer, status in state.replicas.items()
+        }
+
+    def recent_incompatible(self, within: float) -> dict[str, str]:
+        """Peers refused as incompatible that were heard within `within` seconds."""
+        now = self._now()
+        return {
+            peer: what for peer, (what, heard) in self.incompatible.items() if now - heard < within
         }
 
     def cancel(self) -> None:

@@ -85,10 +85,6 @@ class State:
             for row in rows
         }
 
-    def row_counts(self) -> dict[str, int]:
-        """Stored rows per owner (hidden ones included)."""
-        return {owner: len(rows) for owner, rows in self.owned.items()}
-
     def behind(self, peer: str) -> bool:
         """True when we lack some of the peer's dots that it has announced."""
         dots = self.seen.get(peer)
@@ -195,15 +191,19 @@ class State:
         return answer
 
     def merge(self, delta: Delta) -> Changes:
-        """Join a peer's delta (or full state) into ours; returns the visible changes."""
+        """Join a peer's delta (or full state) into ours; returns the visible changes.
+
+        Hearing from a peer is what brings it up: if it was down, its hidden rows that the
+        delta leaves alive come back into view in the same change (and the ones it removed
+        stay out of view: they were reported gone when it went down).
+        """
         owner = delta.replica
         if owner == self.replica:
             raise ValueError("a replica never merges its own rows")
-        if owner not in self.replicas:
-            self.replicas[owner] = UP
+        came_back = self.replicas.get(owner) == DOWN
+        self.replicas[owner] = UP
         dots = self.seen.setdefault(owner, SeenDots())
         held = self.owned.setdefault(owner, {})
-        visible = self.replicas[owner] == UP
         joins: list[Presence] = []
         leaves: list[Presence] = []
 
@@ -218,18 +218,37 @@ class State:
             row = held.get(dot)
             if row is not None and dot not in incoming and (start < dot <= end or dot in removed):
                 del held[dot]
-                if visible:
+                if not came_back:
                     self._hide(row)
                     leaves.append(row)
+        if came_back:
+            joins.extend(held.values())
+            for row in joins:
+                self._show(row)
 
         # New unless seen: at or below the contiguous prefix, or in the cloud (if any).
+        # With every earlier dot seen, the delta carries every removal of a row we hold;
+        # after a gap, a row we hold may be an older version of one that arrives (its
+        # removal was in what we missed): the owner tracks one version at a time, so the
+        # newer dot wins (at most one visible row per owner, topic, conn and key).
         seen_up_to, gaps, show = dots.contiguous, bool(dots.cloud), self._show
+        after_gap = gaps or start > seen_up_to
         for dot, row in incoming.items():
             if dot > seen_up_to and (not gaps or dot not in dots):
+                if after_gap:
+                    other = self._version_of(row)
+                    if other is not None:
+                        if other.clock > dot:
+                            continue  # a late older version: its removal is implied
+                        del held[other.clock]
+                        self._hide(other)
+                        if came_back and other in joins:
+                            joins.remove(other)
+                        else:
+                            leaves.append(other)
                 held[dot] = row
-                if visible:
-                    show(row)
-                    joins.append(row)
+                show(row)
+                joins.append(row)
 
         dots.add_range(start + 1, end)
         for dot in removed:
@@ -238,10 +257,12 @@ class State:
             self.peer_clocks[owner] = end
         return joins, leaves
 
-    def announce(self, peer: str, clock: int) -> None:
-        """Record a peer's announced clock (from its heartbeat) without any rows."""
-        if peer != self.replica and clock > self.peer_clocks.get(peer, 0):
-            self.peer_clocks[peer] = clock
+    def _version_of(self, row: Presence) -> Presence | None:
+        """The visible row of the same owner, topic, conn and key as `row`, if any."""
+        for other in self.topics.get(row.topic, {}).get(row.key, ()):
+            if other.conn == row.conn and other.replica == row.replica:
+                return other
+        return None
 
     # -- replica status ------------------------------------------------------------------
 

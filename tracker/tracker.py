@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import inspect
 import itertools
 import logging
 import os
 import secrets
 import socket
-import time
 import zlib
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -30,6 +29,7 @@ from typing import Any
 from . import wire
 from .conf import TrackerOptions
 from .deltas import Presence
+from .diffs import Callback, Diff, DiffBuffer, Subscriber
 from .shard import Shard
 from .state import DOWN, UP, NotTracked
 from .transports.base import Outgoing, Transport, TransportUnavailable, cancel_and_wait
@@ -37,8 +37,10 @@ from .transports.local import LocalBus, LocalTransport, default_bus
 
 logger = logging.getLogger("tracker")
 
-Diff = dict[str, tuple[list[Presence], list[Presence]]]
-Callback = Callable[[Diff], None] | Callable[[Diff], Awaitable[None]]
+__all__ = ["Callback", "Diff", "Tracker", "new_replica_id"]
+
+# A background task that fails is restarted after this long (it logged why).
+TASK_RESTART_DELAY = 0.5
 
 
 _instances: dict[str, itertools.count] = {}
@@ -72,71 +74,6 @@ def _gc_deferred() -> Iterator[None]:
         gc.enable()
 
 
-class _DiffBuffer:
-    """Visible changes since the last dispatch, netted: a row that joined and left again
-    (or was hidden and shown again) in between appears in neither list, so the joins and
-    leaves of one diff are always disjoint."""
-
-    def __init__(self) -> None:
-        self.joins: dict[Presence, None] = {}
-        self.leaves: dict[Presence, None] = {}
-
-    def add(self, joins: list[Presence], leaves: list[Presence]) -> None:
-        for row in leaves:
-            if row in self.joins:
-                del self.joins[row]
-            else:
-                self.leaves[row] = None
-        for row in joins:
-            if row in self.leaves:
-                del self.leaves[row]
-            else:
-                self.joins[row] = None
-
-    def take(self) -> Diff:
-        diff: Diff = {}
-        for row in self.joins:
-            diff.setdefault(row.topic, ([], []))[0].append(row)
-        for row in self.leaves:
-            diff.setdefault(row.topic, ([], []))[1].append(row)
-        self.joins, self.leaves = {}, {}
-        return diff
-
-
-class _Subscriber:
-    def __init__(self, callback: Callback) -> None:
-        self.callback = callback
-        self.queue: asyncio.Queue[Diff] | None = None
-        self.task: asyncio.Task | None = None
-        if inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(
-            getattr(callback, "__call__", None)  # noqa: B004 - an object with async __call__
-        ):
-            # A coroutine subscriber runs in its own task: a slow one delays only itself.
-            self.queue = asyncio.Queue()
-            self.task = asyncio.create_task(self._drain(), name="tracker-subscriber")
-
-    def deliver(self, diff: Diff) -> None:
-        if self.queue is not None:
-            self.queue.put_nowait(diff)
-            return
-        try:
-            self.callback(diff)
-        except Exception:
-            logger.exception("tracker subscriber %r failed", self.callback)
-
-    async def _drain(self) -> None:
-        while True:
-            diff = await self.queue.get()
-            try:
-                await self.callback(diff)
-            except Exception:
-                logger.exception("tracker subscriber %r failed", self.callback)
-
-    def close(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-
-
 class Tracker:
     def __init__(
         self,
@@ -160,16 +97,19 @@ class Tracker:
         self._bus = bus
         self.transport: Transport | None = None
         self.shards: list[Shard] = []
-        self._subscribers: list[_Subscriber] = []
-        self._pending = _DiffBuffer()
+        self._subscribers: list[Subscriber] = []
+        self._pending = DiffBuffer()
         self._dispatch_handle: asyncio.Handle | None = None
         self._outbox: asyncio.Queue[Outgoing] | None = None
         self._tasks: list[asyncio.Task] = []
         self._starting: asyncio.Future | None = None
         self.running = False
         self.stopped = False
-        self.started_at: float | None = None
         self.publish_failures = 0
+        self.receive_errors = 0  # frames that passed their checks but raised: bugs
+        self.task_failures: Counter[str] = Counter()
+        # A later process of our node name runs: we step aside (see tracker.shard).
+        self.superseded_by: str | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -199,10 +139,13 @@ class Tracker:
                 name=self.name,
                 pool_size=self.options.pool_size,
                 replica=self.replica_id,
+                stall_timeout=self.options.stall_timeout,
+                command_timeout=self.options.command_timeout,
             )
         else:
             self.transport = LocalTransport(self._bus or default_bus(), self.name, self.replica_id)
-        self.started_at = time.time()
+        codec = wire.Codec(self.options.secret)
+        clock = asyncio.get_running_loop().time  # the clock its timers run on
         self.shards = [
             Shard(
                 i,
@@ -211,15 +154,17 @@ class Tracker:
                 self._send,
                 self._emit,
                 observer=self.observer,
-                started_at=self.started_at,
+                codec=codec,
+                clock=clock,
+                on_superseded=self._superseded,
             )
             for i in range(self.options.pool_size)
         ]
         self._outbox = asyncio.Queue()
         await self.transport.start(self._receive, self._reconnected)
         self._tasks = [
-            asyncio.create_task(self._run_sender(), name=f"tracker-{self.name}-sender"),
-            asyncio.create_task(self._run_ticker(), name=f"tracker-{self.name}-ticker"),
+            self._supervised("sender", self._run_sender),
+            self._supervised("ticker", self._run_ticker),
         ]
         self.running = True
         for shard in self.shards:
@@ -397,7 +342,68 @@ class Tracker:
                 }
                 for shard in self.shards
             ],
+            "superseded_by": self.superseded_by,
+            "incompatible": self.incompatible_peers(self.options.permdown_period),
+            "rejected": dict(self.rejected()),
+            "receive_errors": self.receive_errors,
+            "task_failures": dict(self.task_failures),
+            "transport_health": self.transport.health() if self.transport else None,
         }
+
+    def rejected(self) -> Counter[str]:
+        """Frames dropped by their checks since start, by reason (see tracker.wire)."""
+        total: Counter[str] = Counter()
+        for shard in self.shards:
+            total.update(shard.rejected)
+        return total
+
+    def incompatible_peers(self, within: float | None = None) -> dict[str, str]:
+        """Peers refused for speaking another protocol version or having another shard
+        count, heard within `within` seconds (default: down_period): {peer: what differs}."""
+        window = self.options.down_period if within is None else within
+        found: dict[str, str] = {}
+        for shard in self.shards:
+            found.update(shard.recent_incompatible(window))
+        return found
+
+    def health(self) -> dict[str, Any]:
+        """Whether this replica's view of the cluster can be trusted now: it runs, its
+        transport hears the medium, no incompatible peer was heard within down_period, no
+        later process of its node name superseded it, and its tasks run. `problems` says
+        what is wrong, in words for operators (empty when healthy)."""
+        problems: list[str] = []
+        transport = self.transport.health() if self.transport is not None else None
+        if not self.running:
+            problems.append("tracker not running")
+        elif transport is not None and transport["problem"]:
+            problems.append(transport["problem"])
+        if self.superseded_by is not None:
+            problems.append(f"superseded by {self.superseded_by} (a later start of this node)")
+        incompatible = self.incompatible_peers()
+        for peer, what in sorted(incompatible.items()):
+            problems.append(f"incompatible peer {peer}: {what}")
+        for task in self._tasks:
+            if task.done():
+                problems.append(f"task {task.get_name()} ended")
+        return {
+            "ok": not problems,
+            "problems": problems,
+            "transport": transport,
+            "rejected": dict(self.rejected()),
+            "receive_errors": self.receive_errors,
+            "task_failures": dict(self.task_failures),
+        }
+
+    async def ping(self, timeout: float) -> None:  # noqa: ASYNC109 - the caller's bound
+        """Round trip to the transport's medium on the transport's own connection; raises
+        TransportUnavailable when it does not answer within `timeout` seconds."""
+        if self.transport is None:
+            raise TransportUnavailable("tracker not started")
+        try:
+            async with asyncio.timeout(timeout):
+                await self.transport.ping()
+        except TimeoutError:
+            raise TransportUnavailable(f"no answer within {timeout} s") from None
 
     # -- subscribers ---------------------------------------------------------------------
 
@@ -406,7 +412,7 @@ class Tracker:
         local ones in the same loop iteration, remote ones when merged. Within a diff,
         joins and leaves are disjoint. A plain function must return quickly; a coroutine
         function runs in its own task. Failures are logged, never propagated."""
-        subscriber = _Subscriber(callback)
+        subscriber = Subscriber(callback)
         self._subscribers.append(subscriber)
 
         def unsubscribe() -> None:
@@ -433,7 +439,41 @@ class Tracker:
     # -- transport -----------------------------------------------------------------------
 
     def _send(self, shard: int, to: str | None, payload: bytes) -> None:
-        self._outbox.put_nowait(Outgoing(shard, to, payload))
+        if self.superseded_by is None:  # a superseded replica says nothing more
+            self._outbox.put_nowait(Outgoing(shard, to, payload))
+
+    def _superseded(self, successor: str) -> None:
+        """A later start of our node name runs: say goodbye (peers drop our rows and take
+        it), then say nothing more."""
+        if self.superseded_by is not None:
+            return
+        logger.error(
+            "tracker %s: replica %s of our node name started after us (a restarted or "
+            "duplicated process); this replica %s says goodbye and steps aside. Stop this "
+            "process, or give each process its own TRACKER_NODE_NAME.",
+            self.name,
+            successor,
+            self.replica_id,
+        )
+        for shard in self.shards:
+            shard.goodbye()
+        self.superseded_by = successor
+
+    def _supervised(self, name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+        """Run `run` (a loop meant to run until cancelled) in a task that logs and restarts
+        it if it ever ends, so the replica never silently stops sending or ticking."""
+
+        async def supervise() -> None:
+            while True:
+                try:
+                    await run()
+                    raise RuntimeError("returned")
+                except Exception:
+                    self.task_failures[name] += 1
+                    logger.exception("tracker %s: %s task failed; restarting it", self.name, name)
+                await asyncio.sleep(TASK_RESTART_DELAY)
+
+        return asyncio.create_task(supervise(), name=f"tracker-{self.name}-{name}")
 
     async def _run_sender(self) -> None:
         outbox = self._outbox
@@ -465,8 +505,15 @@ class Tracker:
                     logger.exception("tracker %s: shard %d tick failed", self.name, shard.index)
 
     def _receive(self, shard: int, payload: bytes) -> None:
-        if self.running:
+        if not self.running:
+            return
+        try:
             self.shards[shard].receive(payload)
+        except Exception:
+            # The frame passed every check, so this is a bug in the runtime, not a bad
+            # frame: say so with the traceback, and keep listening.
+            self.receive_errors += 1
+            logger.exception("tracker %s: applying a valid frame failed", self.name)
 
     def _reconnected(self) -> None:
         for shard in self.shards:

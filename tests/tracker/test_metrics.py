@@ -18,7 +18,6 @@ SHARD_COUNTERS = {
     "tracker_full_transfers_sent_total": "full_transfers_sent",
     "tracker_sent_bytes_total": "bytes_sent",
     "tracker_received_bytes_total": "bytes_received",
-    "tracker_undecodable_messages_total": "undecodable",
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 
 class TransportUnavailable(ConnectionError):
@@ -35,6 +35,12 @@ class Transport(Protocol):
 
     async def publish(self, messages: Sequence[Outgoing]) -> None:
         """Send in order; raise TransportUnavailable if they could not be handed over."""
+
+    async def ping(self) -> None:
+        """A round trip to the medium; raise TransportUnavailable if it does not answer."""
+
+    def health(self) -> dict[str, Any]:
+        """`{"problem": str | None, ...details}`: None while the transport hears its medium."""
 
     async def close(self) -> None: ...
 

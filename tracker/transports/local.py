@@ -6,6 +6,7 @@ import asyncio
 import random
 import weakref
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from .base import Outgoing, Receive
 
@@ -44,7 +45,8 @@ class LocalBus:
     def heal(self) -> None:
         self.cut.clear()
 
-    def _route(self, sender: LocalTransport, message: Outgoing) -> None:
+    def _receivers(self, sender: LocalTransport, message: Outgoing) -> list[LocalTransport]:
+        """Who the message reaches across the cut links (before loss)."""
         if message.to is None:
             receivers = [
                 t
@@ -54,9 +56,10 @@ class LocalBus:
         else:
             target = self.members.get((sender.name, message.to))
             receivers = [target] if target is not None else []
-        for receiver in receivers:
-            if frozenset((sender.replica, receiver.replica)) in self.cut:
-                continue
+        return [r for r in receivers if frozenset((sender.replica, r.replica)) not in self.cut]
+
+    def _route(self, sender: LocalTransport, message: Outgoing) -> None:
+        for receiver in self._receivers(sender, message):
             if self.loss and self.random.random() < self.loss:
                 continue
             copies = 2 if self.duplicate and self.random.random() < self.duplicate else 1
@@ -99,6 +102,12 @@ class LocalTransport:
     async def publish(self, messages: Sequence[Outgoing]) -> None:
         for message in messages:
             self.bus._route(self, message)
+
+    async def ping(self) -> None:
+        """Always answered: the bus is this process's memory."""
+
+    def health(self) -> dict[str, Any]:
+        return {"problem": None, "connected": self._receive is not None}
 
     def deliver(self, shard: int, payload: bytes, latency: float) -> None:
         loop = asyncio.get_running_loop()

@@ -13,7 +13,8 @@ from ._observer import add_wait_argument, observe
 class Command(BaseCommand):
     help = (
         "Join the tracker cluster as a short-lived observer and print every replica: "
-        "up/down, its clock, the rows it holds, and the age of its last heartbeat."
+        "up/down, its clock, the rows it holds, and the age of its last heartbeat; and "
+        "any peer refused for speaking another protocol version or having another shard count."
     )
 
     def add_arguments(self, parser) -> None:
@@ -31,6 +32,8 @@ class Command(BaseCommand):
                     {"index": shard["index"], "replicas": shard["peers"]}
                     for shard in status["shards"]
                 ],
+                "incompatible": status["incompatible"],
+                "rejected": status["rejected"],
             }
 
         view = observe(options["wait"], read, options["verbosity"])
@@ -40,6 +43,11 @@ class Command(BaseCommand):
         self.stdout.write(f"cluster on {view['transport']}, seen by observer {view['observer']}")
         if not view["synced"]:
             self.stdout.write(self.style.WARNING("not fully synced: some peers did not answer"))
+        for peer, what in sorted(view["incompatible"].items()):
+            self.stdout.write(self.style.ERROR(f"refused peer {peer}: it {what}"))
+        if view["rejected"]:
+            counts = ", ".join(f"{n} {reason}" for reason, n in sorted(view["rejected"].items()))
+            self.stdout.write(self.style.WARNING(f"frames rejected while listening: {counts}"))
         for shard in view["shards"]:
             replicas = shard["replicas"]
             self.stdout.write(
