@@ -252,20 +252,32 @@ class Shard:
             logger.info("replica %s said goodbye", sender)
             self._forget(sender, for_good=True)
 
-    def _reject(self, rejected: wire.Rejected) -> None:
+    def receive_foreign(self, payload: bytes, shard: int) -> None:
+        """A frame on shard `shard`, which we do not have: its sender has more shards (its
+        heartbeats on shard 0 say how many)."""
+        try:
+            sender: str | None = self.codec.decode(payload).sender
+        except wire.Rejected as rejected:
+            sender = rejected.peer
+        what = f"has more than {shard} shards, we have {self.options.pool_size}"
+        self._reject(wire.Rejected(wire.INCOMPATIBLE, what, sender), keep_detail=True)
+
+    def _reject(self, rejected: wire.Rejected, *, keep_detail: bool = False) -> None:
         reason = rejected.reason
         self.rejected[reason] += 1
         now = self._now()
         if reason in (wire.VERSION_MISMATCH, wire.INCOMPATIBLE):
             peer = rejected.peer or "?"
-            if self.incompatible.get(peer, ("",))[0] != rejected.detail:
+            known = self.incompatible.get(peer)
+            if known is None:
                 logger.error(
                     "tracker peer %s refused: it %s; it cannot join this cluster "
                     "(docs/protocol.md, rolling deploys)",
                     peer,
                     rejected.detail,
                 )
-            self.incompatible[peer] = (rejected.detail, now)
+            detail = known[0] if known is not None and keep_detail else rejected.detail
+            self.incompatible[peer] = (detail, now)
             return
         if now - self._reject_logged.get(reason, float("-inf")) >= REJECT_LOG_INTERVAL:
             self._reject_logged[reason] = now

@@ -508,7 +508,10 @@ class Tracker:
         if not self.running:
             return
         try:
-            self.shards[shard].receive(payload)
+            if shard < len(self.shards):
+                self.shards[shard].receive(payload)
+            else:  # only a peer with more shards than ours uses that channel
+                self.shards[0].receive_foreign(payload, shard)
         except Exception:
             # The frame passed every check, so this is a bug in the runtime, not a bad
             # frame: say so with the traceback, and keep listening.
