@@ -102,9 +102,11 @@ class TrackerOptions:
 
     @property
     def command_timeout(self) -> float:
-        """Seconds a Redis command (publish, subscribe, ping) may take before the
-        connection counts as failed."""
-        return max(1.0, min(2.0, self.down_period / 2))
+        """Seconds a Redis command (publish, subscribe, ping) may take before its
+        connection counts as failed; also the longest wait between reconnection attempts.
+        A quarter of the down period each, so that once a network heals, a dead
+        connection is replaced well before peers would be taken for down."""
+        return max(0.25, min(2.0, self.down_period / 4))
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> TrackerOptions:

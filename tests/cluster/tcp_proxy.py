@@ -4,6 +4,8 @@
     node = DaphneServer(..., env={"TRACKER_REDIS_URL": proxy.url})
     proxy.cut("reset")   # every connection through it is dropped, new ones are refused
     proxy.cut("stall")   # connections stay open, nothing flows either way until healed
+    proxy.cut("blackhole")  # as stall, but bytes are lost, and so are the connections
+    proxy.drop_silently()   # the open connections go dead without a word; new ones work
     proxy.heal()         # traffic flows again (stalled bytes are delivered, in order)
     proxy.stop()
 
@@ -13,6 +15,11 @@ Two kinds of partition, as networks fail:
 - "stall": packets are silently dropped and TCP keeps retransmitting them: connections stay
   up, nothing arrives, and when the network heals everything sent meanwhile arrives late,
   in order. Clients notice nothing but silence.
+- "blackhole": as a stall, but what was sent is lost and the connections open at the cut
+  never carry anything again (a NAT or firewall that forgot them): only clients that
+  notice the silence and reconnect are heard after the heal.
+`drop_silently()` is the blackhole of a NAT table flush on a healthy network: the open
+connections go dead at once, while new ones work.
 
 The proxy runs its own event loop in a thread, so it keeps forwarding whatever the test's
 loop is doing; its methods may be called from any thread and return once they took effect.
@@ -26,7 +33,7 @@ import threading
 
 from tests.redis_server import free_port
 
-OPEN, RESET, STALL = "open", "reset", "stall"
+OPEN, RESET, STALL, BLACKHOLE = "open", "reset", "stall", "blackhole"
 
 
 class TcpProxy:
@@ -41,6 +48,7 @@ class TcpProxy:
         self._server: asyncio.base_events.Server | None = None
         self._flowing: asyncio.Event | None = None  # set unless stalled
         self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self._dead: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._handlers: set[asyncio.Task] = set()
 
     @property
@@ -54,9 +62,12 @@ class TcpProxy:
         return self
 
     def cut(self, mode: str = RESET) -> None:
-        if mode not in (RESET, STALL):
-            raise ValueError(f"a cut is {RESET!r} or {STALL!r}, not {mode!r}")
+        if mode not in (RESET, STALL, BLACKHOLE):
+            raise ValueError(f"a cut is {RESET!r}, {STALL!r} or {BLACKHOLE!r}, not {mode!r}")
         self._call(self._set(mode))
+
+    def drop_silently(self) -> None:
+        self._call(self._kill_links())
 
     def heal(self) -> None:
         self._call(self._set(OPEN))
@@ -83,11 +94,16 @@ class TcpProxy:
             self._flowing.set()
             return
         self._flowing.clear()
+        if mode == BLACKHOLE:
+            await self._kill_links()
         if mode == RESET:
             for client, upstream in list(self._links):
                 client.transport.abort()
                 upstream.transport.abort()
             self._links.clear()
+
+    async def _kill_links(self) -> None:
+        self._dead |= self._links
 
     async def _stop(self) -> None:
         self._flowing.set()
@@ -127,16 +143,25 @@ class TcpProxy:
         link = (writer, up_writer)
         self._links.add(link)
         try:
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+            await asyncio.gather(
+                self._pipe(reader, up_writer, link), self._pipe(up_reader, writer, link)
+            )
         finally:
             self._links.discard(link)
+            self._dead.discard(link)
             for w in link:
                 w.transport.abort()
 
-    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, link: tuple
+    ) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while data := await source.read(65536):
+                if link in self._dead:
+                    continue  # lost, and so is everything after it
                 await self._flowing.wait()  # stalled bytes wait here, in order
+                if link in self._dead:
+                    continue
                 if sink.transport.is_closing():
                     return
                 sink.write(data)

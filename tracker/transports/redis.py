@@ -27,7 +27,8 @@ from .base import Outgoing, Receive, TransportUnavailable, cancel_and_wait
 logger = logging.getLogger("tracker.redis")
 
 _CONNECTION_ERRORS = (RedisError, OSError, asyncio.IncompleteReadError, TimeoutError)
-_BACKOFF_FIRST, _BACKOFF_CAP = 0.05, 2.0
+_BACKOFF_FIRST = 0.05
+START_TIMEOUT = 5.0  # joining at start-up may take longer than a command on a live link
 
 
 def redacted(url: str) -> str:
@@ -57,6 +58,9 @@ class RedisTransport:
         stall_timeout: float = 3.0,
         command_timeout: float = 2.0,
     ) -> None:
+        """`stall_timeout`: silence on the subscription after which it is replaced;
+        `command_timeout`: what a command may take, and the longest backoff between
+        reconnection attempts."""
         self.url = url
         self.description = f"redis {redacted(url)}"
         self.stall_timeout = stall_timeout
@@ -80,7 +84,7 @@ class RedisTransport:
     def _new_client(self) -> aioredis.Redis:
         return aioredis.Redis.from_url(
             self.url,
-            socket_connect_timeout=self.command_timeout,
+            socket_connect_timeout=max(1.0, self.command_timeout),
             socket_timeout=self.command_timeout,
             socket_keepalive=True,
             retry_on_timeout=False,
@@ -89,7 +93,7 @@ class RedisTransport:
     async def start(self, receive: Receive, reconnected: Callable[[], None]) -> None:
         self._client = self._new_client()
         try:
-            await self._subscribe()
+            await self._subscribe(START_TIMEOUT)
         except _CONNECTION_ERRORS as error:
             await self.close()
             raise TransportUnavailable(
@@ -99,11 +103,11 @@ class RedisTransport:
             self._read(receive, reconnected), name="tracker-redis-reader"
         )
 
-    async def _subscribe(self) -> None:
+    async def _subscribe(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         assert self._client is not None
         pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         try:
-            async with asyncio.timeout(self.command_timeout):
+            async with asyncio.timeout(timeout or self.command_timeout):
                 await pubsub.subscribe(*self.broadcast_channels, *self.direct_channels)
         except BaseException:
             await _quietly(pubsub.aclose())
@@ -135,7 +139,7 @@ class RedisTransport:
                 self._lost(None, loop)
             await self._drop_pubsub()
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, _BACKOFF_CAP)
+            backoff = min(backoff * 2, self.command_timeout)
 
     async def _listen(self, receive: Receive, loop: asyncio.AbstractEventLoop) -> None:
         pubsub = self._pubsub
