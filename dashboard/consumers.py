@@ -16,6 +16,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from shop.broadcast import STOCK_GROUP
+from tracker.process import ShuttingDown
 
 from .catalog import describe_items
 from .hub import get_hub
@@ -81,7 +82,11 @@ class DashboardConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         self.user_id = self.scope["user"].pk
-        self.hub = await get_hub()
+        try:
+            self.hub = await get_hub()
+        except ShuttingDown:
+            await self.close()  # refused at the handshake: the page retries (another node)
+            return
         # Stock events go through the same queue as the hub's messages, so everything
         # reaches the client in the order it happened here.
         await self.channel_layer.group_add(STOCK_GROUP, self.channel_name)

@@ -1,6 +1,7 @@
 """ASGI entry point: HTTP through Django; each websocket endpoint under its own app's router
-and middleware (shopper sockets in shop.routing, the staff socket in dashboard.routing);
-ASGI lifespan, where the server speaks it, starts and stops this process's tracker."""
+and middleware (shopper sockets in shop.routing, the staff socket in dashboard.routing).
+This process's tracker replica starts with the server: through ASGI lifespan where the
+server speaks it, and under daphne (which does not) as soon as its reactor runs."""
 
 import os
 
@@ -13,7 +14,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from dashboard.routing import websocket_urlpatterns as staff_patterns  # noqa: E402
 from shop.routing import websocket_urlpatterns as shopper_patterns  # noqa: E402
-from tracker.process import TrackerLifespan  # noqa: E402
+from tracker.process import TrackerLifespan, start_with_server  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
@@ -22,3 +23,4 @@ application = ProtocolTypeRouter(
         "lifespan": TrackerLifespan(),
     }
 )
+start_with_server()

@@ -18,7 +18,7 @@ from shop.broadcast import STOCK_GROUP, cart_group, publish_cart
 from shop.metrics import OPEN_SHOPPER_SOCKETS
 from shop.presence import CARTS_TOPIC, cart_meta
 from tracker import Tracker, TransportUnavailable
-from tracker.process import process_tracker
+from tracker.process import ShuttingDown, process_tracker
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,9 @@ MAX_PAGE_LENGTH = 200
 # Close code after a `no_cart` error: the session holds no cart (no storefront page was
 # viewed with this session cookie, or the cart was deleted). Reconnecting will not help.
 NO_CART_CLOSE_CODE = 4001
+# Close code for a socket that arrives while this server process shuts down: the page
+# reconnects (to another node behind a load balancer).
+SHUTTING_DOWN_CLOSE_CODE = 4503
 
 _NO_REQUEST_ID = object()
 
@@ -130,6 +133,9 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
             tracker = await process_tracker()
         except TransportUnavailable as error:
             logger.warning("shopper page not tracked: %s", error)
+            return
+        except ShuttingDown:
+            await self.close(code=SHUTTING_DOWN_CLOSE_CODE)
             return
         self.joined_at = time.time()
         await tracker.track(self.channel_name, CARTS_TOPIC, self.cart_id, self.presence_meta())
@@ -245,8 +251,9 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
     async def _reload(self) -> None:
         cart = await database_sync_to_async(carts.load_snapshot)(self.cart_id)
         if cart is not None and self.tracker is not None:
-            logger.info("cart %s caught up to revision %d from the database", self.cart_id,
-                        cart["revision"])
+            logger.info(
+                "cart %s caught up to revision %d from the database", self.cart_id, cart["revision"]
+            )
             await self.send_cart(cart)
 
     # Channel-layer events

@@ -3,14 +3,20 @@
 Site wiring, like `asgi.py` and `urls.py`: it gathers the tracker's, the storefront's and
 the dashboard's metrics into one registry of its own (not prometheus-client's global one).
 
-- `GET /healthz`: 200 `{"status": "ok", "node": replica id, "tracker": {"running",
-  "transport", "replicas": {id: "up" | "down"}, "peers_up", "peers_down"}, "redis":
-  {"configured", "reachable": bool | null, "error"?}}`; 503 with `"status": "degraded"`
-  when the tracker is not running or Redis is configured but does not answer a PING.
-  Peers being down does not degrade this node: a load balancer should keep sending it
-  shoppers. The first request starts the tracker (daphne has no lifespan events), so a
-  fresh node reports its real state. Everyone gets the status code; only clients that may
-  read `/metrics` get more of the body than `{"status"}` (see `METRICS_ALLOWED_IPS`).
+- `GET /healthz`: 200 `{"status": "ok", ...}`, or 503 `{"status": "degraded", ...}` when
+  this node cannot be trusted to serve: its tracker is not running (not started yet, or
+  the server is shutting down), the tracker's transport does not hear its medium (reader
+  down, disconnected, or silent past its stall timeout), the tracker's Redis does not
+  answer a PING on the transport's own connection, a peer speaking another protocol
+  version or shard count was heard within down_period, a later process of this node's
+  name superseded it, or `REDIS_URL` (the channel layer) does not answer a PING on a
+  connection kept for these probes. `problems` says which, in words. Peers being down does
+  not degrade this node: a load balancer should keep sending it shoppers. The body beyond
+  `{"status"}` goes only to clients that may read `/metrics` (see `METRICS_ALLOWED_IPS`):
+  `problems`, `node` (replica id), `tracker` (`running`, `transport`, `replicas`,
+  `peers_up`, `peers_down`, `health`: the transport's reader, connection, age of the last
+  frame heard, reconnects, and frames rejected by reason) and `redis` (`configured`,
+  `reachable`, `error`).
 - `GET /metrics`: Prometheus text format (OpenMetrics if the Accept header asks for it).
   404 when `METRICS` is off, 403 for clients outside `METRICS_ALLOWED_IPS`.
 """
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import weakref
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -35,7 +42,7 @@ from shop.metrics import OPEN_SHOPPER_SOCKETS
 from shop.presence import CARTS_TOPIC
 from tracker import Tracker, TransportUnavailable
 from tracker.metrics import TrackerCollector
-from tracker.process import process_tracker, running_tracker, tracker_settings
+from tracker.process import ShuttingDown, process_tracker, running_tracker, tracker_settings
 from tracker.state import UP
 from tracker.transports.redis import redacted
 
@@ -78,23 +85,45 @@ async def metrics(request: HttpRequest) -> HttpResponse:
 @never_cache
 @require_safe
 async def healthz(request: HttpRequest) -> JsonResponse:
-    tracker, redis = await asyncio.gather(_started_tracker(), _redis_health())
-    healthy = tracker is not None and redis["reachable"] is not False
-    body: dict[str, Any] = {"status": "ok" if healthy else "degraded"}
+    (tracker, tracker_problem), redis = await asyncio.gather(_started_tracker(), _redis_health())
+    problems = [tracker_problem] if tracker_problem else []
+    tracker_body = _tracker_health(tracker)
+    if tracker is not None:
+        problems += tracker_body["health"]["problems"]
+        ping = await _tracker_ping(tracker)
+        if ping:
+            problems.append(f"tracker Redis does not answer: {ping}")
+    if redis["reachable"] is False:
+        problems.append(f"Redis (REDIS_URL) does not answer: {redis['error']}")
+    body: dict[str, Any] = {"status": "degraded" if problems else "ok"}
     if settings.METRICS and client_allowed(request):  # the rest names hosts and addresses
+        body["problems"] = problems
         body["node"] = tracker.replica_id if tracker is not None else None
-        body["tracker"] = _tracker_health(tracker)
+        body["tracker"] = tracker_body
         body["redis"] = redis
-    return JsonResponse(body, status=200 if healthy else 503)
+    return JsonResponse(body, status=503 if problems else 200)
 
 
-async def _started_tracker() -> Tracker | None:
-    """This process's tracker, started now if need be; None if it cannot start."""
+async def _started_tracker() -> tuple[Tracker | None, str | None]:
+    """This process's tracker, started now if need be; else None and why."""
     try:
         async with asyncio.timeout(TRACKER_START_TIMEOUT):
-            return await process_tracker()
-    except (TransportUnavailable, TimeoutError):
-        return None  # the next request tries again (the start itself is not cancelled)
+            return await process_tracker(), None
+    except ShuttingDown:
+        return None, "shutting down"
+    except TransportUnavailable as error:
+        return None, f"tracker not running: {error}"
+    except TimeoutError:  # the next request tries again (the start itself goes on)
+        return None, f"tracker not started within {TRACKER_START_TIMEOUT} s"
+
+
+async def _tracker_ping(tracker: Tracker) -> str | None:
+    """None when the tracker's own Redis connection answers a PING, else the error."""
+    try:
+        await tracker.ping(REDIS_PING_TIMEOUT)
+    except TransportUnavailable as error:
+        return str(error)
+    return None
 
 
 def _tracker_health(tracker: Tracker | None) -> dict[str, Any]:
@@ -114,6 +143,7 @@ def _tracker_health(tracker: Tracker | None) -> dict[str, Any]:
         "replicas": replicas,
         "peers_up": peers.count(UP),
         "peers_down": len(peers) - peers.count(UP),
+        "health": tracker.health(),
     }
 
 
@@ -124,22 +154,34 @@ def _configured_transport() -> str:
     return f"redis {redacted(url)}" if url else f"in-process bus ({name})"
 
 
+# The clients of the probes of REDIS_URL, per event loop and URL, kept between requests: a
+# probe reuses its connection instead of opening one per request.
+_probe_clients: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[str, aioredis.Redis]
+] = weakref.WeakKeyDictionary()
+
+
+def _probe_client(url: str) -> aioredis.Redis:
+    clients = _probe_clients.setdefault(asyncio.get_running_loop(), {})
+    client = clients.get(url)
+    if client is None:
+        client = clients[url] = aioredis.Redis.from_url(
+            url,
+            socket_connect_timeout=REDIS_PING_TIMEOUT,
+            socket_timeout=REDIS_PING_TIMEOUT,
+            max_connections=2,
+        )
+    return client
+
+
 async def _redis_health() -> dict[str, Any]:
-    """A PING to REDIS_URL on a connection of its own, so a busy pool cannot hide a dead
-    server and a dead server cannot hold the answer up."""
+    """A PING to REDIS_URL (the channel layer's Redis), bounded by REDIS_PING_TIMEOUT."""
     if not settings.REDIS_URL:
         return {"configured": False, "reachable": None}
-    client = aioredis.Redis.from_url(
-        settings.REDIS_URL,
-        socket_connect_timeout=REDIS_PING_TIMEOUT,
-        socket_timeout=REDIS_PING_TIMEOUT,
-    )
     try:
         async with asyncio.timeout(2 * REDIS_PING_TIMEOUT):
-            await client.ping()
+            await _probe_client(settings.REDIS_URL).ping()
     except (RedisError, OSError, TimeoutError) as error:
         reason = f"{type(error).__name__}: {str(error) or 'no reply'}"
         return {"configured": True, "reachable": False, "error": reason}
-    finally:
-        await client.aclose()
     return {"configured": True, "reachable": True}

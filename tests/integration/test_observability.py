@@ -98,8 +98,13 @@ async def test_healthz_starts_the_tracker_and_reports_ok(embedded, stops_tracker
     assert "no-cache" in response.headers["cache-control"]
     tracker = running_tracker()
     assert tracker is not None  # started by the request
-    assert response.json() == {
+    body = response.json()
+    health = body["tracker"].pop("health")
+    assert health["ok"] is True and health["problems"] == []
+    assert health["transport"] == {"problem": None, "connected": True}
+    assert body == {
         "status": "ok",
+        "problems": [],
         "node": tracker.replica_id,
         "tracker": {
             "running": True,
@@ -151,6 +156,8 @@ async def test_healthz_is_503_when_redis_is_configured_but_dead(
     body = response.json()
     assert body["status"] == "degraded"
     assert body["node"] is None
+    assert body["problems"][0].startswith(f"tracker not running: cannot reach Redis at {url}")
+    assert body["problems"][1].startswith("Redis (REDIS_URL) does not answer: ConnectionError")
     assert body["tracker"] == {
         "running": False,
         "transport": f"redis {url}",
@@ -188,6 +195,9 @@ async def test_healthz_is_503_when_redis_dies_under_a_running_tracker(
     assert body["tracker"]["running"] is True
     assert body["node"] == running_tracker().replica_id
     assert body["redis"]["reachable"] is False
+    # The tracker's own connection is dead too, and its PING says so.
+    assert any(p.startswith("tracker Redis does not answer") for p in body["problems"])
+    assert any(p.startswith("Redis (REDIS_URL) does not answer") for p in body["problems"])
 
 
 async def test_healthz_shows_only_its_status_to_clients_that_may_not_read_metrics(
@@ -198,7 +208,7 @@ async def test_healthz_shows_only_its_status_to_clients_that_may_not_read_metric
     assert (outsider.status, outsider.json()) == (200, {"status": "ok"})
     insider = await get("/healthz", client="10.2.3.4")
     assert insider.status == 200
-    assert set(insider.json()) == {"status", "node", "tracker", "redis"}
+    assert set(insider.json()) == {"status", "problems", "node", "tracker", "redis"}
 
     embedded.METRICS = False
     insider = await get("/healthz", client="10.2.3.4")
