@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 
 from tracker import Tracker
 from tracker.process import DEFAULT_NAME
@@ -40,7 +41,9 @@ async def manage(*args: str, redis_url: str | None) -> tuple[int, str, str]:
 
 @pytest.fixture
 async def cluster(redis_server):
-    trackers = [Tracker(DEFAULT_NAME, redis_url=redis_server.url, **TIMING) for _ in range(2)]
+    # The site's replicas sign their frames with its SECRET_KEY, as the commands expect.
+    options = {"redis_url": redis_server.url, "secret": settings.SECRET_KEY, **TIMING}
+    trackers = [Tracker(DEFAULT_NAME, **options) for _ in range(2)]
     for t in trackers:
         await t.start()
     yield trackers
@@ -104,6 +107,26 @@ async def test_tracker_status_shows_replicas_clocks_rows_and_down_peers(cluster,
     assert code == 0, err
     assert a.replica_id in out and b.replica_id not in out
     assert "1 replica(s)" in out
+
+
+async def test_tracker_status_names_peers_it_refuses(cluster, redis_server):
+    """A replica of another shard count (or, alike, another protocol version or secret)
+    never joins: the operator sees it refused, and why."""
+    odd = Tracker(
+        DEFAULT_NAME,
+        redis_url=redis_server.url,
+        secret=settings.SECRET_KEY,
+        pool_size=2,
+        **TIMING,
+    )
+    await odd.start()
+    try:
+        code, out, err = await manage("tracker_status", redis_url=redis_server.url)
+    finally:
+        await odd.stop()
+    assert code == 0, err
+    assert f"refused peer {odd.replica_id}: it has 2 shards, we have 1" in out
+    assert odd.replica_id not in out.split("refused peer")[0]  # not listed as a replica
 
 
 async def test_commands_fail_clearly_when_redis_is_unreachable(redis_server):
