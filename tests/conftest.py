@@ -22,6 +22,7 @@ import pytest
 from django.conf import settings
 from django.db import connections
 from django.test.utils import setup_databases
+from pytest_django import DjangoDbBlocker
 
 from tests.daphne_server import Database, prepare_database
 from tests.databases import default_database, site_database_settings
@@ -58,13 +59,16 @@ def database(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def postgres_test_database(
-    request: pytest.FixtureRequest, postgres_server: PostgresServer, django_db_blocker: Any
+    request: pytest.FixtureRequest,
+    postgres_server: PostgresServer,
+    django_db_blocker: DjangoDbBlocker,
 ) -> dict[str, Any]:
     """The DATABASES entry of a Django test database on the PostgreSQL server, made as
     pytest-django makes the SQLite one (Django's setup_databases: create, migrate), under the
     alias "postgres", with the settings a server on it would have. It goes with the server."""
     entry = site_database_settings(postgres_server.url("live_carts"))
-    # Made on its own: Django would otherwise make the default database first, again.
+    # Django makes any other alias after "default" unless told otherwise; "default" is
+    # pytest-django's, made already.
     entry["TEST"] = {"DEPENDENCIES": []}
     settings.DATABASES[POSTGRES_ALIAS] = entry
     connections.configure_settings(settings.DATABASES)  # Django's defaults for the new entry
