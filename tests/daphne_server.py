@@ -7,7 +7,8 @@ One server with its own database:
 
 Several nodes sharing one database and one Redis (a cluster):
 
-    db = prepare_database(tmp_path / "db.sqlite3")
+    db = prepare_database(tmp_path / "db.sqlite3")   # or a PostgreSQL URL (tests/conftest.py's
+                                                     # server_database fixture makes either)
     nodes = [DaphneServer(db, redis_url=redis.url, env={"TRACKER_NODE_NAME": f"n{i}"}).start()
              for i in range(3)]
     nodes[0].kill()                          # a crash; .stop() is a graceful SIGTERM
@@ -43,9 +44,20 @@ _SITE_VARIABLES = (
 )
 
 
+# A server's database: a SQLite file (a Path) or any DATABASE_URL (a str).
+Database = Path | str
+
+
+def database_url(database: Database) -> str:
+    """The DATABASE_URL of a SQLite file, or the URL itself."""
+    if isinstance(database, str):
+        return database
+    return f"sqlite:///{Path(database).resolve()}"
+
+
 def server_env(
     var_dir: Path,
-    database: Path,
+    database: Database,
     redis_url: str | None = None,
     extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
@@ -54,7 +66,7 @@ def server_env(
     env.update(
         DJANGO_SETTINGS_MODULE=SETTINGS,
         VAR_DIR=str(var_dir),
-        DATABASE_URL=f"sqlite:///{database.resolve()}",
+        DATABASE_URL=database_url(database),
         PYTHONUNBUFFERED="1",
     )
     if redis_url:
@@ -90,29 +102,39 @@ def create_staff_user(env: Mapping[str, str], username: str, password: str) -> N
     )
 
 
-def prepare_database(path: Path, *, seed: bool = True) -> Path:
-    """Create (or bring up to date) a SQLite database file: migrate, then seed_catalog."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    env = server_env(path.parent, path)
+def prepare_database(
+    database: Database, *, seed: bool = True, var_dir: Path | None = None
+) -> Database:
+    """Bring a database up to date (migrate, then seed_catalog): a SQLite file, created if
+    missing (its folder is the commands' var_dir), or an existing database by URL (var_dir
+    needed)."""
+    if isinstance(database, str):
+        if var_dir is None:
+            raise ValueError("prepare_database(url) needs a var_dir for the commands")
+    else:
+        database = Path(database)
+        database.parent.mkdir(parents=True, exist_ok=True)
+        var_dir = var_dir or database.parent
+    env = server_env(var_dir, database)
     manage("migrate", "--noinput", env=env)
     if seed:
         manage("seed_catalog", env=env)
-    return path
+    return database
 
 
 class DaphneServer:
     """One daphne process on 127.0.0.1:<port>.
 
-    database: a prepared SQLite file to share with other servers; without it the server gets
-    its own, migrated and seeded, in its var_dir. redis_url: join a cluster through Redis
+    database: a prepared database (a SQLite file or a URL, see `prepare_database`) to share
+    with other servers; without it the server gets its own SQLite file, migrated and seeded,
+    in its var_dir. redis_url: join a cluster through Redis
     (channel layer and tracker); without it the server runs the embedded single-node default.
     env: extra environment variables (e.g. TRACKER_NODE_NAME, DASHBOARD_DIFF_INTERVAL).
     """
 
     def __init__(
         self,
-        database: Path | None = None,
+        database: Database | None = None,
         *,
         redis_url: str | None = None,
         env: Mapping[str, str] | None = None,
@@ -121,9 +143,7 @@ class DaphneServer:
     ) -> None:
         self.var_dir = Path(var_dir or tempfile.mkdtemp(prefix="daphne-test-"))
         self.var_dir.mkdir(parents=True, exist_ok=True)
-        self.database = (
-            Path(database) if database else prepare_database(self.var_dir / "db.sqlite3")
-        )
+        self.database = database or prepare_database(self.var_dir / "db.sqlite3")
         self.redis_url = redis_url
         self.extra_env = dict(env or {})
         self.port = port or free_port()

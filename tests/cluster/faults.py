@@ -18,8 +18,8 @@ from pathlib import Path
 
 from tests.daphne_server import (
     DaphneServer,
+    Database,
     create_staff_user,
-    prepare_database,
     server_env,
 )
 from tests.live_clients import Node, StaffClient, Tab, Visitor, seen, truth_of
@@ -50,13 +50,13 @@ SETTLE_SECONDS = 10.0
 
 
 class Cluster:
-    """Daphne nodes sharing one database and one Redis; `close()` stops them all and prints
-    their logs (pytest shows them when the test fails)."""
+    """Daphne nodes sharing one database (prepared: see `prepare_database`) and one Redis;
+    `close()` stops them all and prints their logs (pytest shows them when the test fails)."""
 
-    def __init__(self, redis: RedisServer, tmp_path: Path) -> None:
+    def __init__(self, redis: RedisServer, tmp_path: Path, database: Database) -> None:
         self.redis = redis
         self.tmp_path = tmp_path
-        self.database = prepare_database(tmp_path / "db.sqlite3")
+        self.database = database
         create_staff_user(server_env(tmp_path, self.database), STAFF_USER, STAFF_PASSWORD)
         self.nodes: list[DaphneServer] = []
 

@@ -17,8 +17,8 @@ import pytest
 
 from tests.daphne_server import (
     DaphneServer,
+    Database,
     create_staff_user,
-    prepare_database,
     server_env,
 )
 from tests.live_clients import StaffClient, Tab, Visitor, seen, truth_of
@@ -35,13 +35,15 @@ QUIET_SECONDS = 1.0
 
 
 @pytest.fixture
-def cluster(redis_server: RedisServer, tmp_path: Path) -> Iterator[tuple[DaphneServer, ...]]:
-    """Nodes a and b: one database, one Redis, the embedded defaults otherwise."""
-    database = prepare_database(tmp_path / "db.sqlite3")
-    create_staff_user(server_env(tmp_path, database), STAFF_USER, STAFF_PASSWORD)
+def cluster(
+    redis_server: RedisServer, tmp_path: Path, server_database: Database
+) -> Iterator[tuple[DaphneServer, ...]]:
+    """Nodes a and b: one database (SQLite, then PostgreSQL), one Redis, the embedded
+    defaults otherwise."""
+    create_staff_user(server_env(tmp_path, server_database), STAFF_USER, STAFF_PASSWORD)
     nodes = [
         DaphneServer(
-            database,
+            server_database,
             redis_url=redis_server.url,
             env={"TRACKER_NODE_NAME": name},
             var_dir=tmp_path / name,

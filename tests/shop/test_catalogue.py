@@ -28,6 +28,7 @@ def catalogue_rows():
 
 
 @pytest.mark.django_db
+@pytest.mark.usefixtures("django_database")  # on SQLite and on PostgreSQL
 def test_seed_catalog_is_idempotent_and_keeps_changed_stock():
     call_command("seed_catalog")
     first = catalogue_rows()

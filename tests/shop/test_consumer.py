@@ -11,8 +11,9 @@ from shop.consumers import MAX_FRAME_BYTES, NO_CART_CLOSE_CODE, RATE_LIMIT, clea
 from shop.models import Cart, CartItem, Item
 from tests.shop.conftest import cart_state, communicator, session_with_cart
 
-# Consumers reach the database from worker threads, which only see committed data.
-pytestmark = pytest.mark.django_db(transaction=True)
+# Consumers reach the database from worker threads, which only see committed data. Every
+# test runs on SQLite and on PostgreSQL.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("django_database")]
 
 LINE_KEYS = {"item_id", "product", "size", "quantity", "price", "available"}
 

@@ -8,6 +8,8 @@ from django.contrib.auth import get_user_model
 from shop.carts import CART_SESSION_KEY
 from shop.models import Cart, CartItem
 
+pytestmark = pytest.mark.usefixtures("django_database")  # on SQLite and on PostgreSQL
+
 
 def size_button(page: str, item_id: int) -> str:
     match = re.search(rf'<button[^>]*data-item-id="{item_id}"[^>]*>', page)
