@@ -32,6 +32,19 @@ MAX_PAGE_LENGTH = 200
 NO_CART_CLOSE_CODE = 4001
 
 _NO_REQUEST_ID = object()
+# A request_id is null, an integer within +-2^53 (exact in every JSON implementation) or a
+# string of at most MAX_REQUEST_ID_LENGTH characters: anything else could be costly or
+# impossible to echo (a list nested 970 deep parses, but its reply cannot be encoded).
+MAX_SAFE_INTEGER = 2**53
+MAX_REQUEST_ID_LENGTH = 64
+
+
+def valid_request_id(value: Any) -> bool:
+    if value is None:
+        return True
+    if type(value) is int:  # not bool, not float
+        return -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER
+    return isinstance(value, str) and len(value) <= MAX_REQUEST_ID_LENGTH
 
 
 def clean_page(query_string: bytes) -> str:
@@ -199,6 +212,12 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
 
     async def handle(self, message: dict[str, Any]) -> None:
         request_id = message.get("request_id", _NO_REQUEST_ID)
+        if request_id is not _NO_REQUEST_ID and not valid_request_id(request_id):
+            raise BadMessage(
+                "invalid_message",
+                "`request_id` must be null, an integer within +-2^53 or a string of at most "
+                f"{MAX_REQUEST_ID_LENGTH} characters.",
+            )
         kind = message.get("type")
         if not isinstance(kind, str):
             raise BadMessage("invalid_message", "The message needs a string `type`.", request_id)
@@ -214,11 +233,12 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
             cart = await database_sync_to_async(operation)(self.cart_id, item_id)
         except carts.CartError as error:
             raise BadMessage(error.code, error.message, request_id) from None
+        # The change is stored: the other tabs hear of it whatever becomes of this reply.
+        await publish_cart(cart)
         await self.send_cart(cart)
         await self.send_json(
             {"type": "ok", "request_id": None if request_id is _NO_REQUEST_ID else request_id}
         )
-        await publish_cart(cart)
 
     async def send_error(self, code: str, message: str, request_id: Any = _NO_REQUEST_ID) -> None:
         payload = {"type": "error", "code": code, "message": message}

@@ -7,7 +7,13 @@ import pytest
 from channels.db import database_sync_to_async
 from django.test import Client
 
-from shop.consumers import MAX_FRAME_BYTES, NO_CART_CLOSE_CODE, RATE_LIMIT, clean_page
+from shop.consumers import (
+    MAX_FRAME_BYTES,
+    NO_CART_CLOSE_CODE,
+    RATE_LIMIT,
+    ShoppingCartConsumer,
+    clean_page,
+)
 from shop.models import Cart, CartItem, Item
 from tests.shop.conftest import cart_state, communicator, session_with_cart
 
@@ -66,8 +72,8 @@ async def test_add_item_sends_cart_then_ok_and_stores_it(catalogue, cart, open_t
     assert await state(cart) == (2, [(item.pk, 2)])
 
 
-@pytest.mark.parametrize("request_id", [None, 0, "x", [1, "two"], {"nested": {"a": [True]}}])
-async def test_request_id_is_echoed_whatever_json_it_is(catalogue, cart, open_tab, request_id):
+@pytest.mark.parametrize("request_id", [None, 0, -7, 2**53, -(2**53), "", "x", "é" * 64, "a1-b2"])
+async def test_a_valid_request_id_is_echoed(catalogue, cart, open_tab, request_id):
     tab = await open_tab(cart)
     replies = await tab.request(
         {"type": "add_item", "item_id": catalogue["plenty"].pk, "request_id": request_id}
@@ -77,6 +83,73 @@ async def test_request_id_is_echoed_whatever_json_it_is(catalogue, cart, open_ta
         {"type": "add_item", "item_id": catalogue["sold_out"].pk, "request_id": request_id}
     )
     assert replies[-1]["request_id"] == request_id
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize(
+    "request_id",
+    [
+        '[1, "two"]',
+        '{"nested": {"a": [true]}}',
+        "true",
+        "false",
+        "1.5",
+        "1.0",
+        "1e3",
+        str(2**53 + 1),
+        str(-(2**53) - 1),
+        json.dumps("x" * 65),
+        json.dumps("é" * 65),
+        nested(500),
+        nested(970),  # may parse, but its reply could not be encoded (RecursionError, 1011)
+    ],
+)
+async def test_any_other_request_id_is_invalid_and_changes_nothing(
+    catalogue, cart, open_tab, request_id
+):
+    """A request_id is null, an integer within +-2^53 or a string of at most 64 characters."""
+    other = await open_tab(cart, page="/checkout/")
+    tab = await open_tab(cart)
+    item_id = catalogue["plenty"].pk
+    text = f'{{"type": "add_item", "item_id": {item_id}, "request_id": {request_id}}}'
+    await tab.send_text(text)
+    error = await tab.receive()
+    assert error["type"] == "error" and error["code"] == "invalid_message"
+    assert "request_id" not in error  # it cannot be echoed
+    if not request_id.startswith("[["):  # (deeper ones may not even parse here)
+        assert "request_id" in error["message"]
+    assert await tab.nothing_more() and await other.nothing_more()
+    assert await state(cart) == (0, [])
+    replies = await tab.request({"type": "add_item", "item_id": catalogue["plenty"].pk})
+    assert replies[-1] == {"type": "ok", "request_id": None}
+
+
+async def test_a_reply_that_cannot_be_sent_still_reaches_the_other_tabs(
+    catalogue, cart, open_tab, monkeypatch
+):
+    """The change is stored; however sending to this tab fails (here its first send, the
+    new cart), every other tab of the cart hears of it: nothing is left half-published."""
+    other = await open_tab(cart, page="/checkout/")
+    comm = communicator(await database_sync_to_async(session_with_cart)(cart), page="/failing/")
+    assert (await comm.connect())[0]
+    await comm.receive_from()  # its cart
+    sent = ShoppingCartConsumer.send_json
+
+    async def failing(self, payload):
+        if self.page == "/failing/":
+            raise RuntimeError("the client went away")
+        await sent(self, payload)
+
+    monkeypatch.setattr(ShoppingCartConsumer, "send_json", failing)
+    item = catalogue["plenty"]
+    await comm.send_to(text_data=json.dumps({"type": "add_item", "item_id": item.pk}))
+    with pytest.raises(RuntimeError):
+        await comm.wait(3)
+    assert await state(cart) == (1, [(item.pk, 1)])
+    assert_cart_message(await other.receive(), cart, [(item.pk, 1)])
 
 
 async def test_ok_without_request_id_carries_null(catalogue, cart, open_tab):
@@ -198,9 +271,9 @@ async def test_binary_frames_are_invalid(catalogue, cart, open_tab):
 
 async def test_a_frame_of_exactly_4_kib_is_accepted(catalogue, cart, open_tab):
     tab = await open_tab(cart)
-    message = {"type": "add_item", "item_id": catalogue["plenty"].pk, "request_id": ""}
+    message = {"type": "add_item", "item_id": catalogue["plenty"].pk, "pad": ""}
     padding = MAX_FRAME_BYTES - len(json.dumps(message).encode())
-    message["request_id"] = "é" * (padding // 2) + "x" * (padding % 2)
+    message["pad"] = "é" * (padding // 2) + "x" * (padding % 2)
     assert len(json.dumps(message, ensure_ascii=False).encode()) == MAX_FRAME_BYTES
     await tab.send_text(json.dumps(message, ensure_ascii=False))
     replies = [await tab.receive(), await tab.receive()]
