@@ -144,6 +144,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before the session middleware: it tells sockets of an ended login once the session is
+    # saved (shop/login_state.py).
+    "shop.login_state.LoginStateMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -200,6 +203,11 @@ LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"
 
 SESSION_COOKIE_AGE = 60 * 60 * 24 * 30  # carts outlive a browser restart
+
+# -- Shopper identity and login state (shop/identity.py, shop/login_state.py) --------------
+# An anonymous shopper's cart id lives in this signed cookie (as long as a session), so a
+# page view by a visitor without cookies writes nothing to the database.
+CART_COOKIE_NAME = "cart"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

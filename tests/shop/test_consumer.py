@@ -2,9 +2,12 @@
 
 import asyncio
 import json
+import uuid
 
 import pytest
 from channels.db import database_sync_to_async
+from django.conf import settings
+from django.core import signing
 from django.test import Client
 
 from shop.consumers import (
@@ -14,8 +17,9 @@ from shop.consumers import (
     ShoppingCartConsumer,
     clean_page,
 )
+from shop.login_state import LOGIN_CHANGED_CLOSE_CODE
 from shop.models import Cart, CartItem, Item
-from tests.shop.conftest import cart_state, communicator, session_with_cart
+from tests.shop.conftest import cart_cookie, cart_state, communicator, session_with_cart
 
 # Consumers reach the database from worker threads, which only see committed data.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -384,22 +388,67 @@ async def test_disallowed_origin_is_refused_at_the_handshake(cart):
     await allowed.disconnect()
 
 
-@pytest.mark.parametrize("session", ["none", "empty", "deleted_cart"])
-async def test_a_session_without_a_cart_gets_no_cart_and_is_closed(cart, session):
-    if session == "none":
-        key = None
-    elif session == "empty":
+@pytest.mark.parametrize("cookies", ["none", "empty_session", "forged", "wrong_salt"])
+async def test_a_handshake_that_names_no_cart_gets_no_cart_and_is_closed(cart, cookies):
+    key, cookie = None, None
+    if cookies == "empty_session":
         key = await database_sync_to_async(session_with_cart)(None)
-    else:
-        key = await database_sync_to_async(session_with_cart)(cart)
-        await database_sync_to_async(cart.delete)()
-    comm = communicator(key)
+    elif cookies == "forged":
+        cookie = f"{settings.CART_COOKIE_NAME}={cart.id}"  # unsigned
+    elif cookies == "wrong_salt":
+        cookie = f"{settings.CART_COOKIE_NAME}={signing.Signer().sign(str(cart.id))}"
+    comm = communicator(key, cookie=cookie)
     connected, _ = await comm.connect()
     assert connected
     error = json.loads(await comm.receive_from())
     assert error["type"] == "error" and error["code"] == "no_cart"
     closed = await comm.receive_output()
     assert closed == {"type": "websocket.close", "code": NO_CART_CLOSE_CODE}
+
+
+async def test_a_cart_without_a_row_is_empty_and_its_first_change_creates_it(catalogue, open_tab):
+    """A page view names a cart without writing it (shop.identity): the socket shows it
+    empty, and the first add_item creates its row, anonymous."""
+    cart_id = str(uuid.uuid4())
+    tab = await open_tab(cart_id)
+    assert tab.first == {
+        "type": "cart",
+        "cart": {"id": cart_id, "items": [], "total_quantity": 0},
+    }
+    assert not await database_sync_to_async(Cart.objects.filter(pk=cart_id).exists)()
+    item = catalogue["plenty"]
+    [error] = await tab.request({"type": "remove_item", "item_id": item.pk})
+    assert error["code"] == "not_found"
+    [error] = await tab.request({"type": "add_item", "item_id": catalogue["sold_out"].pk})
+    assert error["code"] == "out_of_stock"
+    assert not await database_sync_to_async(Cart.objects.filter(pk=cart_id).exists)()
+    cart_msg, ok = await tab.request({"type": "add_item", "item_id": item.pk})
+    assert ok["type"] == "ok" and cart_msg["cart"]["id"] == cart_id
+    cart = await database_sync_to_async(Cart.objects.get)(pk=cart_id)
+    assert cart.user_id is None
+    assert await state(cart) == (1, [(item.pk, 1)])
+
+
+async def test_a_session_from_before_the_cart_cookie_still_names_its_cart(catalogue, cart):
+    await database_sync_to_async(CartItem.objects.create)(
+        cart=cart, item=catalogue["plenty"], quantity=2
+    )
+    comm = communicator(await database_sync_to_async(session_with_cart)(cart))
+    assert (await comm.connect())[0]
+    assert_cart_message(json.loads(await comm.receive_from()), cart, [(catalogue["plenty"].pk, 2)])
+    await comm.disconnect()
+
+
+async def test_an_anonymous_socket_never_opens_a_users_cart(catalogue, cart, django_user_model):
+    """A cart cookie whose cart now belongs to a user (the browser logged in, then out, or
+    the cookie was planted) opens nothing: closed as a changed login (the page reloads and
+    gets a fresh cart)."""
+    user = await database_sync_to_async(django_user_model.objects.create_user)("ann")
+    await database_sync_to_async(Cart.objects.filter(pk=cart.pk).update)(user=user)
+    comm = communicator(cookie=cart_cookie(cart))
+    assert (await comm.connect())[0]
+    closed = await comm.receive_output()
+    assert closed == {"type": "websocket.close", "code": LOGIN_CHANGED_CLOSE_CODE}
 
 
 @pytest.mark.parametrize(
