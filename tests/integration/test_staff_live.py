@@ -5,8 +5,7 @@ import json
 
 import pytest
 
-from dashboard.tokens import issue_token
-from tests.dashboard.conftest import staff_socket
+from tests.dashboard.conftest import staff_socket_of
 from tests.dashboard.support import apply_stats_diff
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -40,7 +39,7 @@ class StaffView:
 
 @pytest.fixture
 async def staff_view(staff, site_tracker):
-    view = await StaffView(staff_socket(issue_token(staff))).open()
+    view = await StaffView(await staff_socket_of(staff)).open()
     yield view
     await view.communicator.disconnect()
 
@@ -86,7 +85,7 @@ async def test_a_late_staff_socket_gets_the_current_numbers_in_its_snapshot(
 ):
     tab = await open_tab(cart)
     await tab.request({"type": "add_item", "item_id": catalogue["two_left"].pk})
-    view = await StaffView(staff_socket(issue_token(staff))).open()
+    view = await StaffView(await staff_socket_of(staff)).open()
     assert view.stats["shoppers"] == 1 and view.stats["pages"] == 1
     assert view.stats["items"] == {str(catalogue["two_left"].pk): 1}
     await view.communicator.disconnect()
