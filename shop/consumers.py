@@ -13,10 +13,11 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from shop import carts, identity, open_tabs
+from shop import carts, identity, open_tabs, socket_limits
 from shop.broadcast import STOCK_GROUP, cart_group, publish_cart
 from shop.login_state import LOGIN_CHANGED_CLOSE_CODE
 from shop.metrics import OPEN_SHOPPER_SOCKETS
+from shop.pages import page_bucket
 from shop.presence import CARTS_TOPIC, cart_meta
 from tracker import Tracker, TransportUnavailable
 from tracker.process import process_tracker
@@ -86,6 +87,12 @@ class BadMessage(Exception):
         self.request_id = request_id
 
 
+def _handshake(shopper: identity.Shopper, page: str) -> tuple[carts.CartSnapshot | None, str]:
+    """The shopper's cart (None if its login state has ended) and the page's bucket on the
+    staff dashboard (shop.pages). Blocking."""
+    return _open(shopper), page_bucket(page)
+
+
 def _open(shopper: identity.Shopper) -> carts.CartSnapshot | None:
     """The shopper's cart, or None if its login state has ended. Blocking."""
     if not identity.still_logged_in(shopper):
@@ -114,6 +121,7 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
     cart_id: str | None = None
     shopper: identity.Shopper | None = None
     groups: tuple[str, ...] = ()  # the channel-layer groups it joined
+    limit_keys: tuple[str, ...] = ()  # counted in socket_limits.COUNTS under these
     page: str = "/"
     cart_revision: int = -1
     cart: carts.CartSnapshot | None = None
@@ -146,11 +154,20 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
             await self.send_error("no_cart", "No cart in this session. Open the shop page first.")
             await self.close(code=NO_CART_CLOSE_CODE)
             return
+        limits = socket_limits.limits_for(shopper.limit_key, self.scope.get("client"))
+        if not socket_limits.COUNTS.admit(limits):
+            await self.send_error(
+                "too_many_sockets",
+                "Too many pages of this shop are open from here. Close some, then reload.",
+            )
+            await self.close(code=socket_limits.TOO_MANY_SOCKETS_CLOSE_CODE)
+            return
+        self.limit_keys = tuple(limits)
         self.shopper, self.cart_id = shopper, shopper.cart_id
         # Join before reading, so that neither a change of the cart nor the end of the login
         # state between the read and the join is missed.
         await self.join(cart_group(shopper.cart_id), *shopper.groups)
-        cart = await database_sync_to_async(_open)(shopper)
+        cart, self.page = await database_sync_to_async(_handshake)(shopper, self.page)
         if cart is None:  # its session is gone, or its cart now belongs to another login
             await self.close(code=LOGIN_CHANGED_CLOSE_CODE)
             return
@@ -187,6 +204,8 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
         if self.counted:
             OPEN_SHOPPER_SOCKETS.dec()
             self.counted = False
+        socket_limits.COUNTS.release(self.limit_keys)
+        self.limit_keys = ()
         tracker, self.tracker = self.tracker, None
         if tracker is not None:
             open_tabs.open_tabs(tracker).discard(self)

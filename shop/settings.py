@@ -67,6 +67,16 @@ def _env_float(name: str, default: float) -> float:
         raise ImproperlyConfigured(f"{name} must be a number of seconds, not {value!r}") from None
 
 
+def _env_count(name: str, default: int) -> int:
+    """A whole number of at least 0 (0 meaning no limit)."""
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    if not value.isdigit():
+        raise ImproperlyConfigured(f"{name} must be a whole number (0: no limit), not {value!r}")
+    return int(value)
+
+
 def _env_seconds(name: str) -> float | None:
     """A positive, finite number of seconds, or None (the default) when unset."""
     value = os.environ.get(name)
@@ -208,6 +218,11 @@ SESSION_COOKIE_AGE = 60 * 60 * 24 * 30  # carts outlive a browser restart
 # An anonymous shopper's cart id lives in this signed cookie (as long as a session), so a
 # page view by a visitor without cookies writes nothing to the database.
 CART_COOKIE_NAME = "cart"
+# Open shopper sockets per shopper (session, or anonymous cart) and per client address, on
+# each server process (shop/socket_limits.py); 0 lifts a limit. Behind a proxy the address
+# is the proxy's unless daphne runs with --proxy-headers (docs/deployment.md).
+SHOPPER_SOCKETS_PER_SESSION = _env_count("SHOPPER_SOCKETS_PER_SESSION", 30)
+SHOPPER_SOCKETS_PER_ADDRESS = _env_count("SHOPPER_SOCKETS_PER_ADDRESS", 500)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

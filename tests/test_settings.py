@@ -95,3 +95,22 @@ def test_a_log_line_is_printed_once_in_debug(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("GET / 200") == 1, result.stderr
     assert result.stderr.count("replica up") == 1, result.stderr
+
+
+def test_socket_limits_come_from_the_environment_and_are_checked(tmp_path):
+    def limits(env: dict[str, str]) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c",
+             "from django.conf import settings; "
+             "print(settings.SHOPPER_SOCKETS_PER_SESSION, settings.SHOPPER_SOCKETS_PER_ADDRESS)"],
+            cwd=ROOT, capture_output=True, text=True,
+            env={**os.environ, **env, "DEBUG": "1", "VAR_DIR": str(tmp_path),
+                 "DJANGO_SETTINGS_MODULE": "shop.settings"},
+        )  # fmt: skip
+
+    assert limits({}).stdout.splitlines()[-1].split() == ["30", "500"]
+    custom = limits({"SHOPPER_SOCKETS_PER_SESSION": "5", "SHOPPER_SOCKETS_PER_ADDRESS": "0"})
+    assert custom.stdout.splitlines()[-1].split() == ["5", "0"]
+    bad = limits({"SHOPPER_SOCKETS_PER_SESSION": "-1"})
+    assert bad.returncode != 0
+    assert "SHOPPER_SOCKETS_PER_SESSION must be a whole number" in bad.stderr

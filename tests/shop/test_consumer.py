@@ -136,14 +136,14 @@ async def test_a_reply_that_cannot_be_sent_still_reaches_the_other_tabs(
 ):
     """The change is stored; however sending to this tab fails (here its first send, the
     new cart), every other tab of the cart hears of it: nothing is left half-published."""
-    other = await open_tab(cart, page="/checkout/")
-    comm = communicator(await database_sync_to_async(session_with_cart)(cart), page="/failing/")
+    other = await open_tab(cart, page="/")
+    comm = communicator(await database_sync_to_async(session_with_cart)(cart), page="/checkout/")
     assert (await comm.connect())[0]
     await comm.receive_from()  # its cart
     sent = ShoppingCartConsumer.send_json
 
     async def failing(self, payload):
-        if self.page == "/failing/":
+        if self.page == "/checkout/":  # the failing tab
             raise RuntimeError("the client went away")
         await sent(self, payload)
 
