@@ -8,6 +8,9 @@ const NO_CART_CLOSE_CODE = 4001;
 const LOGIN_CHANGED_CLOSE_CODE = 4002;
 const RELOAD_DELAY_MS = 1000;
 const RELOADED_KEY = "live-carts:reloaded-for-login";
+// Too many pages of the shop are open from here (per shopper, per address): retrying would
+// be refused the same way until some close.
+const TOO_MANY_SOCKETS_CLOSE_CODE = 4029;
 const ERROR_TEXT = {
   out_of_stock: "Sorry, not enough stock for that size.",
   not_found: "That item is no longer for sale.",
@@ -130,7 +133,7 @@ function onMessage(event) {
     case "error":
       settle(message.request_id);
       setStatus(ERROR_TEXT[message.code] || message.message, true);
-      if (message.code !== "no_cart") panel.hidden = false;
+      if (message.code !== "no_cart" && message.code !== "too_many_sockets") panel.hidden = false;
       break;
   }
 }
@@ -154,6 +157,10 @@ function connect() {
     }
     if (event.code === LOGIN_CHANGED_CLOSE_CODE) {
       reloadForNewLogin();
+      return;
+    }
+    if (event.code === TOO_MANY_SOCKETS_CLOSE_CODE) {
+      setStatus("Too many pages of the shop are open. Close some, then reload this one.", true);
       return;
     }
     setTimeout(connect, retryDelay);
