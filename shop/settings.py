@@ -35,6 +35,7 @@ Environment:
 import ipaddress
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -280,3 +281,28 @@ LOGGING = {
         "tracker": {"level": os.environ.get("TRACKER_LOG_LEVEL", "INFO")},
     },
 }
+
+# -- Login throttling (django-axes) -----------------------------------------------------
+# After LOGIN_FAILURE_LIMIT failed logins for one username from one client address, that
+# username is locked out from that address (HTTP 429, templates/registration/locked_out.html)
+# for LOGIN_LOCKOUT_MINUTES; others, and the same username elsewhere, are not: no client can
+# lock a user out everywhere. The address is the ASGI client (REMOTE_ADDR), as for
+# /metrics. Attempts live in the database (shared by every node) and expire with the lockout.
+LOGIN_FAILURE_LIMIT = _env_count("LOGIN_FAILURE_LIMIT", 5)
+LOGIN_LOCKOUT_MINUTES = _env_count("LOGIN_LOCKOUT_MINUTES", 15)
+if LOGIN_FAILURE_LIMIT < 1 or LOGIN_LOCKOUT_MINUTES < 1:
+    raise ImproperlyConfigured("LOGIN_FAILURE_LIMIT and LOGIN_LOCKOUT_MINUTES must be at least 1")
+INSTALLED_APPS.append("axes")
+MIDDLEWARE.append("axes.middleware.AxesMiddleware")  # last, as axes requires
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out login
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # a lockout always ends in time
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True  # no row per successful login
+AXES_IPWARE_META_PRECEDENCE_ORDER = ("REMOTE_ADDR",)  # never a forwarded header
+AXES_LOCKOUT_CALLABLE = "shop.views.login_locked_out"

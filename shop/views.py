@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.contrib import messages
 from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -87,3 +88,14 @@ def checkout(request: HttpRequest) -> HttpResponse:
         "signature": ",".join(f"{x.line.item_id}:{x.line.quantity}" for x in lines),
     }
     return _render(request, "shop/checkout.html", context, cart=(cart_id, cart), status=status)
+
+
+def login_locked_out(
+    request: HttpRequest, original_response: HttpResponse | None = None, credentials: Any = None
+) -> HttpResponse:
+    """What django-axes answers a login attempt of a locked-out username and address."""
+    context = {
+        "failure_limit": settings.LOGIN_FAILURE_LIMIT,
+        "minutes": settings.LOGIN_LOCKOUT_MINUTES,
+    }
+    return render(request, "registration/locked_out.html", context, status=429)
