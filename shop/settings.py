@@ -306,3 +306,41 @@ AXES_RESET_ON_SUCCESS = True
 AXES_DISABLE_ACCESS_LOG = True  # no row per successful login
 AXES_IPWARE_META_PRECEDENCE_ORDER = ("REMOTE_ADDR",)  # never a forwarded header
 AXES_LOCKOUT_CALLABLE = "shop.views.login_locked_out"
+
+# -- Security headers and HTTPS --------------------------------------------------------
+# Content-Security-Policy (django-csp): scripts, styles, fetches and websockets from this
+# site only, no inline script or style (none of the pages has any), no framing. The
+# favicon is a data: URL. 'self' covers ws:/wss: to this host.
+MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+                  "csp.middleware.CSPMiddleware")  # fmt: skip
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'none'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "base-uri": ["'none'"],
+    }
+}
+SECURE_REFERRER_POLICY = "same-origin"  # other sites never see a page's path
+
+# HTTPS=1 for a site served over TLS (behind a proxy, daphne --proxy-headers must pass the
+# scheme): HTTP is redirected to HTTPS (except /healthz and /metrics, which load balancers
+# and Prometheus read over plain HTTP on the private network), cookies are Secure and
+# __Host- prefixed (only this host, over HTTPS, can set them: a sibling host or a plain
+# HTTP page cannot plant one), and HSTS tells browsers to use HTTPS only, for
+# HSTS_SECONDS (default a year), subdomains included and preloadable unless
+# HSTS_INCLUDE_SUBDOMAINS / HSTS_PRELOAD are off. `manage.py check --deploy` is clean.
+HTTPS = _env_bool("HTTPS")
+if HTTPS:
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SESSION_COOKIE_NAME, CSRF_COOKIE_NAME = "__Host-sessionid", "__Host-csrftoken"
+    CART_COOKIE_NAME = "__Host-cart"
+    SECURE_HSTS_SECONDS = _env_count("HSTS_SECONDS", 365 * 24 * 60 * 60)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = _env_bool("HSTS_PRELOAD", default=True)
