@@ -37,6 +37,7 @@ import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -102,6 +103,31 @@ def _env_networks(name: str, default: str) -> list[str]:
                 f"{name} must list IP addresses or networks, not {part.strip()!r}"
             ) from None
     return networks
+
+
+def _email_settings(url: str) -> dict[str, object]:
+    """Django's EMAIL_* settings from EMAIL_URL (see the "Email" block below)."""
+    parts = urlsplit(url)
+    if parts.scheme == "console":
+        return {"EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend"}
+    if parts.scheme not in {"smtp", "smtp+tls", "smtp+ssl"} or not parts.hostname:
+        raise ImproperlyConfigured(
+            "EMAIL_URL must be smtp://, smtp+tls:// or smtp+ssl://USER:PASSWORD@HOST:PORT, "
+            "or console://"
+        )
+    try:
+        port = parts.port or {"smtp": 25, "smtp+tls": 587, "smtp+ssl": 465}[parts.scheme]
+    except ValueError:
+        raise ImproperlyConfigured("EMAIL_URL has a port that is not a number") from None
+    return {
+        "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+        "EMAIL_HOST": parts.hostname,
+        "EMAIL_PORT": port,
+        "EMAIL_HOST_USER": unquote(parts.username or ""),
+        "EMAIL_HOST_PASSWORD": unquote(parts.password or ""),
+        "EMAIL_USE_TLS": parts.scheme == "smtp+tls",
+        "EMAIL_USE_SSL": parts.scheme == "smtp+ssl",
+    }
 
 
 def _local_secret_key() -> str:
@@ -344,3 +370,18 @@ if HTTPS:
     SECURE_HSTS_SECONDS = _env_count("HSTS_SECONDS", 365 * 24 * 60 * 60)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("HSTS_INCLUDE_SUBDOMAINS", default=True)
     SECURE_HSTS_PRELOAD = _env_bool("HSTS_PRELOAD", default=True)
+
+# -- Email and password reset ------------------------------------------------------------
+# EMAIL_URL: how the site sends mail, smtp://USER:PASSWORD@HOST:PORT (smtp+tls:// for
+# STARTTLS, smtp+ssl:// for TLS from the start; user and password percent-encoded) or
+# console:// (printed). Without it, DEBUG prints mail to the console and production sends
+# none: then password reset is not offered (its pages answer 404, the login page has no
+# link). DEFAULT_FROM_EMAIL is the sender.
+EMAIL_URL = os.environ.get("EMAIL_URL") or None
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL") or "Live Carts <webmaster@localhost>"
+EMAIL_TIMEOUT = 10
+if EMAIL_URL:
+    globals().update(_email_settings(EMAIL_URL))  # EMAIL_BACKEND, EMAIL_HOST, ...
+elif DEBUG:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+PASSWORD_RESET = bool(EMAIL_URL) or DEBUG

@@ -174,3 +174,34 @@ def test_https_redirects_secures_cookies_and_sends_hsts(tmp_path):
     assert lines["hsts"] == "max-age=31536000; includeSubDomains; preload"
     assert lines["cart"] == "True / -"  # the __Host- prefix: Secure, path /, no Domain
     assert lines["names"] == "__Host-sessionid __Host-csrftoken True"
+
+
+EMAIL_SCRIPT = (
+    "from django.conf import settings as s; print(s.EMAIL_BACKEND.rsplit('.', 2)[-2], "
+    "s.PASSWORD_RESET, s.EMAIL_HOST, s.EMAIL_PORT, s.EMAIL_HOST_USER, s.EMAIL_HOST_PASSWORD, "
+    "s.EMAIL_USE_TLS, s.EMAIL_USE_SSL)"
+)
+
+
+def test_email_comes_from_email_url_and_decides_password_reset(tmp_path):
+    def email(**env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", EMAIL_SCRIPT],
+            cwd=ROOT, capture_output=True, text=True,
+            env={**_deploy_env(tmp_path), **env},
+        )  # fmt: skip
+
+    def line(**env: str) -> str:
+        result = email(**env)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.splitlines()[-1]
+
+    assert line() == "smtp False localhost 25   False False"  # production, no mail
+    assert line(DEBUG="1").startswith("console True ")
+    assert line(EMAIL_URL="smtp+tls://shop%40example.com:p%40ss@mail.example.com") == (
+        "smtp True mail.example.com 587 shop@example.com p@ss True False"
+    )
+    assert line(EMAIL_URL="smtp+ssl://mail.example.com:2465").endswith(" 2465   False True")
+    assert line(EMAIL_URL="console://").startswith("console True ")
+    bad = email(EMAIL_URL="http://mail.example.com")
+    assert bad.returncode != 0 and "EMAIL_URL must be smtp://" in bad.stderr
