@@ -92,9 +92,8 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         # A logout of the session closes it (shop.login_state); joined before the session
         # is read again, so a logout in between is not missed.
         await self.channel_layer.group_add(session_group(self.session_key), self.channel_name)
-        if await database_sync_to_async(staff_user_of_session)(
-            self.session_key, self.user_id
-        ) is None:
+        user = await database_sync_to_async(staff_user_of_session)(self.session_key, self.user_id)
+        if user is None:
             await self.channel_layer.group_discard(STOCK_GROUP, self.channel_name)
             await self.channel_layer.group_discard(
                 session_group(self.session_key), self.channel_name

@@ -158,9 +158,8 @@ def session_cart_id(session: Any) -> str | None:
 def claim_cart(cart_id: str, user: Any) -> bool:
     """Link the cart to `user` if its row is anonymous or already theirs; False if it has no
     row or belongs to someone else."""
-    return Cart.objects.filter(
-        Q(user__isnull=True) | Q(user=user), pk=cart_id
-    ).update(user=user) == 1
+    mine = Cart.objects.filter(Q(user__isnull=True) | Q(user=user), pk=cart_id)
+    return mine.update(user=user) == 1
 
 
 def latest_cart_id(user: Any) -> str | None:
