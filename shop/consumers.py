@@ -120,7 +120,7 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
 
     cart_id: str | None = None
     shopper: identity.Shopper | None = None
-    groups: tuple[str, ...] = ()  # the channel-layer groups it joined
+    joined: tuple[str, ...] = ()  # the channel-layer groups it joined
     limit_keys: tuple[str, ...] = ()  # counted in socket_limits.COUNTS under these
     page: str = "/"
     cart_revision: int = -1
@@ -178,7 +178,7 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
     async def join(self, *groups: str) -> None:
         for group in groups:
             await self.channel_layer.group_add(group, self.channel_name)
-            self.groups += (group,)
+            self.joined += (group,)
 
     async def start_tracking(self) -> None:
         """Track this page. The shop keeps working if the tracker cannot start (Redis down
@@ -214,7 +214,7 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         await self.leave()
-        for group in self.groups:
+        for group in self.joined:
             await self.channel_layer.group_discard(group, self.channel_name)
 
     async def send_cart(self, cart: carts.CartSnapshot) -> None:
