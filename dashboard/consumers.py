@@ -16,20 +16,23 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from shop.broadcast import STOCK_GROUP
+from shop.login_state import LOGIN_CHANGED_CLOSE_CODE, session_group
 from tracker.process import ShuttingDown
 
 from .catalog import describe_items
 from .hub import get_hub
 from .metrics import OPEN_STAFF_SOCKETS, STAFF_MESSAGES_SENT
-from .middleware import get_staff_user
+from .middleware import staff_user_of_session
 
 logger = logging.getLogger(__name__)
 
-# How often an open staff socket re-checks that its user is still active staff. Closing
+# How often an open staff socket re-checks that its session is still logged in and its user
+# still active staff (a lost logout message is caught here). Closing
 # within 60 s of a demotion needs this well below 60; tests lower it.
 RECHECK_SECONDS = 20.0
-# Close code when the user lost staff or active status, or was deleted. The page stops
-# reconnecting with it and reloads (landing on the login or 403 page).
+# Close code when the user lost staff or active status, was deleted, or its session ended
+# unheard. The page stops reconnecting with it and reloads (landing on the login or 403
+# page). A logout heard as such closes with shop.login_state.LOGIN_CHANGED_CLOSE_CODE.
 NOT_STAFF_CLOSE_CODE = 4403
 # Close code when an open staff socket's feed fails (presenting or sending a message raised).
 # The page reconnects and gets a fresh snapshot. Daphne (autobahn) lets an application close
@@ -82,6 +85,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         self.user_id = self.scope["user"].pk
+        self.session_key = self.scope["session"].session_key
         try:
             self.hub = await get_hub()
         except ShuttingDown:
@@ -90,6 +94,17 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         # Stock events go through the same queue as the hub's messages, so everything
         # reaches the client in the order it happened here.
         await self.channel_layer.group_add(STOCK_GROUP, self.channel_name)
+        # A logout of the session closes it (shop.login_state); joined before the session
+        # is read again, so a logout in between is not missed.
+        await self.channel_layer.group_add(session_group(self.session_key), self.channel_name)
+        user = await database_sync_to_async(staff_user_of_session)(self.session_key, self.user_id)
+        if user is None:
+            await self.channel_layer.group_discard(STOCK_GROUP, self.channel_name)
+            await self.channel_layer.group_discard(
+                session_group(self.session_key), self.channel_name
+            )
+            await self.close()  # not accepted yet: the server answers 403
+            return
         await self.accept()
         self.queue = self.hub.register()
         OPEN_STAFF_SOCKETS.inc()  # paired with the unregister in disconnect
@@ -108,9 +123,14 @@ class DashboardConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         self.leave_hub()
         await self.channel_layer.group_discard(STOCK_GROUP, self.channel_name)
+        await self.channel_layer.group_discard(session_group(self.session_key), self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         pass  # the staff client has nothing to say
+
+    async def login_changed(self, event: dict[str, Any]) -> None:
+        """Its session logged out (or in again): the page reloads."""
+        await self.close(code=LOGIN_CHANGED_CLOSE_CODE)
 
     async def stock_changed(self, event: dict[str, Any]) -> None:
         self.queue.put_nowait({"type": "stock", "item_id": str(event["item_id"])})
@@ -141,6 +161,9 @@ class DashboardConsumer(AsyncWebsocketConsumer):
     async def _recheck(self) -> None:
         while True:
             await asyncio.sleep(RECHECK_SECONDS)
-            if await database_sync_to_async(get_staff_user)(self.user_id) is None:
+            user = await database_sync_to_async(staff_user_of_session)(
+                self.session_key, self.user_id
+            )
+            if user is None:
                 await self.close(code=NOT_STAFF_CLOSE_CODE)
                 return

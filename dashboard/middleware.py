@@ -1,30 +1,45 @@
-"""Authentication of the staff socket by the signed token in its URL (`?token=...`)."""
+"""Authentication of the staff socket: the signed token in its URL (`?token=...`) and the
+session cookie of the session the token was issued in (dashboard.tokens)."""
 
 import logging
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.security.websocket import WebsocketDenier
-from django.contrib.auth import get_user_model
+from django.conf import settings
+from django.contrib.auth import get_user
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.utils.crypto import constant_time_compare
+from django.utils.module_loading import import_string
+
+from shop.login_state import session_digest
 
 from .tokens import InvalidToken, check_token
 
 logger = logging.getLogger(__name__)
 
 
-def get_staff_user(user_id: int) -> AbstractBaseUser | None:
-    """The user if it still exists, is active and is staff; else None. Blocking."""
-    return get_user_model().objects.filter(pk=user_id, is_active=True, is_staff=True).first()
+def staff_user_of_session(session_key: str, user_id: int) -> AbstractBaseUser | None:
+    """The user if the session still exists, is logged in as `user_id` (with a valid auth
+    hash: a password change logs other sessions out) and the user is still active staff;
+    else None. Blocking."""
+    store = import_string(f"{settings.SESSION_ENGINE}.SessionStore")(session_key)
+    user = get_user(SimpleNamespace(session=store))
+    if user.pk != user_id or not (user.is_active and user.is_staff):
+        return None
+    return user
 
 
 class StaffTokenAuthMiddleware:
-    """Lets a websocket through only with a valid, unexpired token naming active staff.
+    """Lets a websocket through only with a valid, unexpired token naming active staff, sent
+    with the cookie of the session the token was issued in, that session still logged in
+    as that user. Runs inside channels' SessionMiddleware.
 
     Anything else is closed before it is accepted, which the server answers with HTTP 403.
-    The staff user is put in `scope["user"]`. The session cookie is deliberately ignored:
-    the token, fetched by same-origin script, is what proves the page is ours.
+    The staff user is put in `scope["user"]`. The session cookie alone proves nothing: the
+    token, fetched by same-origin script, is what proves the page is ours.
     """
 
     def __init__(self, inner: Any) -> None:
@@ -40,11 +55,20 @@ class StaffTokenAuthMiddleware:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         token = query.get("token", [""])[0]
         try:
-            user_id = check_token(token)
+            claims = check_token(token)
         except InvalidToken as exc:
             logger.info("staff socket refused: %s", exc)
             return None
-        user = await database_sync_to_async(get_staff_user)(user_id)
+        session_key = scope["session"].session_key
+        if not session_key or not constant_time_compare(
+            session_digest(session_key), claims.session
+        ):
+            logger.info("staff socket refused: not sent with the session of its token")
+            return None
+        user = await database_sync_to_async(staff_user_of_session)(session_key, claims.user_id)
         if user is None:
-            logger.info("staff socket refused: user %s is gone, inactive or not staff", user_id)
+            logger.info(
+                "staff socket refused: session ended, or user %s is gone, inactive or not staff",
+                claims.user_id,
+            )
         return user

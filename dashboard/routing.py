@@ -1,6 +1,8 @@
-"""Staff websocket routes: Origin checked against ALLOWED_HOSTS, then the socket token."""
+"""Staff websocket routes: Origin checked against ALLOWED_HOSTS, then the socket token and
+the session it was issued in."""
 
 from channels.security.websocket import AllowedHostsOriginValidator
+from channels.sessions import SessionMiddlewareStack
 from django.urls import path
 
 from .consumers import DashboardConsumer
@@ -9,6 +11,8 @@ from .middleware import StaffTokenAuthMiddleware
 websocket_urlpatterns = [
     path(
         "ws/dashboard/",
-        AllowedHostsOriginValidator(StaffTokenAuthMiddleware(DashboardConsumer.as_asgi())),
+        AllowedHostsOriginValidator(
+            SessionMiddlewareStack(StaffTokenAuthMiddleware(DashboardConsumer.as_asgi()))
+        ),
     ),
 ]

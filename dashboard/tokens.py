@@ -6,10 +6,19 @@ session cookie alone (any page on an allowed origin could open it). The page the
 socket URL. The token is signed with its own salt, so no other signed value of the site (a
 session, a password-reset link) can ever be replayed as one, and it lives just long enough
 to connect; the page fetches a fresh one before every (re)connect.
+
+A token is bound to the session it was issued in (a keyed digest of the session key, never
+the key itself: tokens travel in URLs). The handshake must carry that session's cookie, and
+the session must still be logged in as the token's user: a logout voids every token issued
+in the session, and a token copied out of a URL is useless without the cookie.
 """
+
+from dataclasses import dataclass
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core import signing
+
+from shop.login_state import session_digest
 
 SALT = "dashboard.staff-socket"
 MAX_AGE = 60  # seconds
@@ -23,16 +32,26 @@ class TokenExpired(InvalidToken):
     """The token was genuine but is older than `MAX_AGE`."""
 
 
-def issue_token(user: AbstractBaseUser) -> str:
-    """Return a token naming `user`, valid for `MAX_AGE` seconds."""
-    return signing.dumps({"uid": user.pk, "username": user.get_username()}, salt=SALT)
+@dataclass(frozen=True)
+class TokenClaims:
+    user_id: int
+    session: str  # shop.login_state.session_digest of the session it was issued in
 
 
-def check_token(token: str, max_age: float = MAX_AGE) -> int:
-    """Return the user id named by `token`, or raise `InvalidToken` / `TokenExpired`.
+def issue_token(user: AbstractBaseUser, session_key: str) -> str:
+    """Return a token naming `user` in the session `session_key`, valid for `MAX_AGE` s."""
+    return signing.dumps(
+        {"uid": user.pk, "username": user.get_username(), "sid": session_digest(session_key)},
+        salt=SALT,
+    )
 
-    This only proves who the token was issued to; whether that user may still see the
-    dashboard is for the caller to check against the database.
+
+def check_token(token: str, max_age: float = MAX_AGE) -> TokenClaims:
+    """Return what `token` claims, or raise `InvalidToken` / `TokenExpired`.
+
+    This only proves whom and which session the token was issued to; whether that session
+    is still logged in as that user, and the user may still see the dashboard, is for the
+    caller to check against the handshake's cookie and the database.
     """
     try:
         payload = signing.loads(token, salt=SALT, max_age=max_age)
@@ -42,4 +61,6 @@ def check_token(token: str, max_age: float = MAX_AGE) -> int:
         raise InvalidToken(str(exc)) from None
     if not isinstance(payload, dict) or not isinstance(payload.get("uid"), int):
         raise InvalidToken("token payload does not name a user")
-    return payload["uid"]
+    if not isinstance(payload.get("sid"), str):
+        raise InvalidToken("token payload does not name a session")
+    return TokenClaims(payload["uid"], payload["sid"])

@@ -52,4 +52,5 @@ def token(request: HttpRequest) -> JsonResponse:
     """
     if not request.user.is_authenticated or not _is_staff(request):
         return JsonResponse({"error": "forbidden", "message": "Staff only."}, status=403)
-    return JsonResponse({"token": issue_token(request.user), "expires_in": MAX_AGE})
+    token = issue_token(request.user, request.session.session_key)
+    return JsonResponse({"token": token, "expires_in": MAX_AGE})

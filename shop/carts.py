@@ -4,6 +4,12 @@ database_sync_to_async; views call them directly.
 A cart *snapshot* is the wire cart of DESIGN §4 plus the cart's `revision`:
 {"id", "revision", "items": [{"item_id", "product", "size", "quantity", "price", "available"}],
 "total_quantity"}. It is what travels through the channel layer to every tab of the cart.
+
+A cart id names a cart before its row exists (see shop.identity): a cart without a row is
+empty, at revision 0, and its row is created by the first change (`add_item`). Every change
+names the cart's owner (a user id, or None for an anonymous shopper) and is refused with
+`NotYourCart` when the row belongs to someone else, so a socket opened before a login can
+never change the cart that login took over.
 """
 
 from __future__ import annotations
@@ -12,9 +18,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
-from django.db import transaction
-from django.db.models import F
-from django.http import HttpRequest
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from shop.models import Cart, CartItem, Item
@@ -61,6 +66,13 @@ class SoldOut(CartError):
             "Nothing was bought; remove it from your cart and try again.",
         )
         self.item_id = item.pk
+
+
+class NotYourCart(CartError):
+    """The cart's row belongs to another owner: the shopper's login state has changed."""
+
+    def __init__(self) -> None:
+        super().__init__("no_cart", "This cart belongs to another login. Reload the page.")
 
 
 @dataclass(frozen=True)
@@ -122,45 +134,56 @@ def snapshot(cart: Cart) -> CartSnapshot:
     }
 
 
-def load_snapshot(cart_id: str) -> CartSnapshot | None:
-    """The cart's current state, or None if no such cart exists."""
+def empty_snapshot(cart_id: str) -> CartSnapshot:
+    """The state of a cart that has no row yet."""
+    return {"id": cart_id, "revision": 0, "items": [], "total_quantity": 0}
+
+
+def load_snapshot(cart_id: str, owner: int | None) -> CartSnapshot | None:
+    """The cart's current state (empty while it has no row), or None if its row belongs
+    to another owner than `owner` (a user id, None for anonymous)."""
     pk = parse_cart_id(cart_id)
     cart = Cart.objects.filter(pk=pk).first() if pk else None
-    return snapshot(cart) if cart else None
+    if cart is None:
+        return empty_snapshot(cart_id)
+    return snapshot(cart) if cart.user_id == owner else None
 
 
 def session_cart_id(session: Any) -> str | None:
     """The cart id stored in a Django session (does not check that the cart exists)."""
     value = session.get(CART_SESSION_KEY) if session is not None else None
-    return str(value) if parse_cart_id(value) else None
+    return str(parse_cart_id(value)) if parse_cart_id(value) else None
 
 
-def cart_for_request(request: HttpRequest) -> Cart:
-    """The session's cart, created (and remembered in the session) on the first page view."""
-    user = request.user if request.user.is_authenticated else None
-    pk = parse_cart_id(request.session.get(CART_SESSION_KEY))
-    cart = Cart.objects.filter(pk=pk).first() if pk else None
-    if cart is not None and cart.user_id not in (None, getattr(user, "pk", None)):
-        cart = None  # someone else's cart: never share it
-    if cart is None:
-        cart = Cart.objects.create(user=user)
-        request.session[CART_SESSION_KEY] = str(cart.id)
-    elif user is not None and cart.user_id is None:
-        link_cart(cart, user)
-    return cart
+def claim_cart(cart_id: str, user: Any) -> bool:
+    """Link the cart to `user` if its row is anonymous or already theirs; False if it has no
+    row or belongs to someone else."""
+    mine = Cart.objects.filter(Q(user__isnull=True) | Q(user=user), pk=cart_id)
+    return mine.update(user=user) == 1
 
 
-def link_cart(cart: Cart, user: Any) -> None:
-    Cart.objects.filter(pk=cart.pk, user__isnull=True).update(user=user)
-    cart.user = user
+def latest_cart_id(user: Any) -> str | None:
+    """The id of the user's most recently changed cart, if they have one."""
+    pk = Cart.objects.filter(user=user).order_by("-updated_at").values_list("pk", flat=True)
+    return str(pk[0]) if pk else None
 
 
-def _locked_cart(cart_id: str) -> Cart:
-    """The cart, locked for the rest of the transaction so changes of one cart serialise."""
+def _locked_cart(cart_id: str, owner: int | None, *, create: bool = False) -> Cart | None:
+    """The cart, locked for the rest of the transaction so changes of one cart serialise;
+    created for `owner` if it has no row and `create` (else None). NotYourCart if its row
+    belongs to another owner."""
     pk = parse_cart_id(cart_id)
-    cart = Cart.objects.select_for_update().filter(pk=pk).first() if pk else None
-    if cart is None:
-        raise CartError("no_cart", "This cart no longer exists. Reload the page.")
+    if pk is None:
+        raise CartError("no_cart", "This is not a cart id.")
+    cart = Cart.objects.select_for_update().filter(pk=pk).first()
+    if cart is None and create:
+        try:
+            with transaction.atomic():  # a savepoint: a concurrent first change may win
+                cart = Cart.objects.create(pk=pk, user_id=owner)
+        except IntegrityError:
+            cart = Cart.objects.select_for_update().get(pk=pk)
+    if cart is not None and cart.user_id != owner:
+        raise NotYourCart()
     return cart
 
 
@@ -169,10 +192,10 @@ def _bump_revision(cart: Cart) -> None:
     cart.refresh_from_db(fields=["revision", "updated_at"])
 
 
-def add_item(cart_id: str, item_id: int) -> CartSnapshot:
-    """Add one unit of a released item, never more than its stock."""
+def add_item(cart_id: str, item_id: int, owner: int | None = None) -> CartSnapshot:
+    """Add one unit of a released item, never more than its stock. The first change of a
+    cart creates its row, owned by `owner`."""
     with transaction.atomic():
-        cart = _locked_cart(cart_id)
         item = (
             Item.objects.select_related("product")
             .filter(pk=item_id, product__released=True)
@@ -182,6 +205,7 @@ def add_item(cart_id: str, item_id: int) -> CartSnapshot:
         )
         if item is None:
             raise CartError("not_found", f"There is no item {item_id} for sale.")
+        cart = _locked_cart(cart_id, owner, create=True)
         line = CartItem.objects.filter(cart=cart, item=item).first()
         in_cart = line.quantity if line else 0
         if in_cart + 1 > item.stock:
@@ -200,13 +224,13 @@ def add_item(cart_id: str, item_id: int) -> CartSnapshot:
         return snapshot(cart)
 
 
-def remove_item(cart_id: str, item_id: int) -> CartSnapshot:
+def remove_item(cart_id: str, item_id: int, owner: int | None = None) -> CartSnapshot:
     """Remove one unit; the line goes when its quantity reaches zero."""
     with transaction.atomic():
-        cart = _locked_cart(cart_id)
+        cart = _locked_cart(cart_id, owner)
         line = (
             CartItem.objects.filter(cart=cart, item_id=item_id).first()
-            if 0 < item_id <= MAX_ITEM_ID
+            if cart is not None and 0 < item_id <= MAX_ITEM_ID
             else None
         )
         if line is None:
@@ -219,7 +243,7 @@ def remove_item(cart_id: str, item_id: int) -> CartSnapshot:
         return snapshot(cart)
 
 
-def checkout(cart_id: str) -> Purchase:
+def checkout(cart_id: str, owner: int | None = None) -> Purchase:
     """Buy the whole cart in one transaction, or nothing at all.
 
     Each line takes its stock with a guarded UPDATE (stock >= quantity), so concurrent buyers
@@ -227,8 +251,8 @@ def checkout(cart_id: str) -> Purchase:
     rolls back every line before it.
     """
     with transaction.atomic():
-        cart = _locked_cart(cart_id)
-        lines = cart_lines(cart)
+        cart = _locked_cart(cart_id, owner)
+        lines = cart_lines(cart) if cart is not None else []
         if not lines:
             raise CartError("empty_cart", "Your cart is empty.")
         changes = []

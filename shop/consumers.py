@@ -13,9 +13,11 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from shop import carts, open_tabs
+from shop import carts, identity, open_tabs, socket_limits
 from shop.broadcast import STOCK_GROUP, cart_group, publish_cart
+from shop.login_state import LOGIN_CHANGED_CLOSE_CODE
 from shop.metrics import OPEN_SHOPPER_SOCKETS
+from shop.pages import page_bucket
 from shop.presence import CARTS_TOPIC, cart_meta
 from tracker import Tracker, TransportUnavailable
 from tracker.process import ShuttingDown, process_tracker
@@ -27,14 +29,27 @@ MAX_FRAME_BYTES = 4096
 RATE_LIMIT = 20
 RATE_WINDOW = 1.0
 MAX_PAGE_LENGTH = 200
-# Close code after a `no_cart` error: the session holds no cart (no storefront page was
-# viewed with this session cookie, or the cart was deleted). Reconnecting will not help.
+# Close code after a `no_cart` error: the handshake names no cart (no storefront page was
+# viewed with these cookies). Reconnecting will not help.
 NO_CART_CLOSE_CODE = 4001
 # Close code for a socket that arrives while this server process shuts down: the page
 # reconnects (to another node behind a load balancer).
 SHUTTING_DOWN_CLOSE_CODE = 4503
 
 _NO_REQUEST_ID = object()
+# A request_id is null, an integer within +-2^53 (exact in every JSON implementation) or a
+# string of at most MAX_REQUEST_ID_LENGTH characters: anything else could be costly or
+# impossible to echo (a list nested 970 deep parses, but its reply cannot be encoded).
+MAX_SAFE_INTEGER = 2**53
+MAX_REQUEST_ID_LENGTH = 64
+
+
+def valid_request_id(value: Any) -> bool:
+    if value is None:
+        return True
+    if type(value) is int:  # not bool, not float
+        return -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER
+    return isinstance(value, str) and len(value) <= MAX_REQUEST_ID_LENGTH
 
 
 def clean_page(query_string: bytes) -> str:
@@ -75,15 +90,41 @@ class BadMessage(Exception):
         self.request_id = request_id
 
 
+def _handshake(shopper: identity.Shopper, page: str) -> tuple[carts.CartSnapshot | None, str]:
+    """The shopper's cart (None if its login state has ended) and the page's bucket on the
+    staff dashboard (shop.pages). Blocking."""
+    return _open(shopper), page_bucket(page)
+
+
+def _open(shopper: identity.Shopper) -> carts.CartSnapshot | None:
+    """The shopper's cart, or None if its login state has ended. Blocking."""
+    if not identity.still_logged_in(shopper):
+        return None
+    return carts.load_snapshot(shopper.cart_id, shopper.user_id)
+
+
+def _change(operation: Any, shopper: identity.Shopper, item_id: int) -> carts.CartSnapshot:
+    """One cart operation on behalf of the shopper, refused once its login state has ended
+    (carts.NotYourCart). Blocking."""
+    if not identity.still_logged_in(shopper):
+        raise carts.NotYourCart()
+    return operation(shopper.cart_id, item_id, shopper.user_id)
+
+
 class ShoppingCartConsumer(AsyncWebsocketConsumer):
-    """One open storefront page. Its cart comes from the Django session of the handshake.
+    """One open storefront page. Its cart and login state come from the handshake's cookies
+    and session (shop.identity).
 
     Every state of the cart reaches the client through `send_cart`; the connection is in its
-    cart's group (changes from other tabs) and in the stock group (stock level pushes).
-    While open it is tracked on topic `carts` under its cart id, its meta following the cart.
+    cart's group (changes from other tabs), in the stock group (stock level pushes) and in
+    its login state's group (closed when that state ends: shop.login_state). While open it
+    is tracked on topic `carts` under its cart id, its meta following the cart.
     """
 
     cart_id: str | None = None
+    shopper: identity.Shopper | None = None
+    joined: tuple[str, ...] = ()  # the channel-layer groups it joined
+    limit_keys: tuple[str, ...] = ()  # counted in socket_limits.COUNTS under these
     page: str = "/"
     cart_revision: int = -1
     cart: carts.CartSnapshot | None = None
@@ -111,20 +152,36 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
         await self.accept()
         OPEN_SHOPPER_SOCKETS.inc()
         self.counted = True
-        cart_id = await database_sync_to_async(carts.session_cart_id)(self.scope.get("session"))
-        if cart_id is not None:
-            # Join before reading, so that no change between the read and the join is missed.
-            await self.channel_layer.group_add(cart_group(cart_id), self.channel_name)
-            cart = await database_sync_to_async(carts.load_snapshot)(cart_id)
-            if cart is not None:
-                self.cart_id = cart_id
-                await self.channel_layer.group_add(STOCK_GROUP, self.channel_name)
-                await self.send_cart(cart)
-                await self.start_tracking()
-                return
-            await self.channel_layer.group_discard(cart_group(cart_id), self.channel_name)
-        await self.send_error("no_cart", "No cart in this session. Open the shop page first.")
-        await self.close(code=NO_CART_CLOSE_CODE)
+        shopper = await database_sync_to_async(identity.socket_shopper)(self.scope)
+        if shopper is None:
+            await self.send_error("no_cart", "No cart in this session. Open the shop page first.")
+            await self.close(code=NO_CART_CLOSE_CODE)
+            return
+        limits = socket_limits.limits_for(shopper.limit_key, self.scope.get("client"))
+        if not socket_limits.COUNTS.admit(limits):
+            await self.send_error(
+                "too_many_sockets",
+                "Too many pages of this shop are open from here. Close some, then reload.",
+            )
+            await self.close(code=socket_limits.TOO_MANY_SOCKETS_CLOSE_CODE)
+            return
+        self.limit_keys = tuple(limits)
+        self.shopper, self.cart_id = shopper, shopper.cart_id
+        # Join before reading, so that neither a change of the cart nor the end of the login
+        # state between the read and the join is missed.
+        await self.join(cart_group(shopper.cart_id), *shopper.groups)
+        cart, self.page = await database_sync_to_async(_handshake)(shopper, self.page)
+        if cart is None:  # its session is gone, or its cart now belongs to another login
+            await self.close(code=LOGIN_CHANGED_CLOSE_CODE)
+            return
+        await self.join(STOCK_GROUP)
+        await self.send_cart(cart)
+        await self.start_tracking()
+
+    async def join(self, *groups: str) -> None:
+        for group in groups:
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.joined += (group,)
 
     async def start_tracking(self) -> None:
         """Track this page. The shop keeps working if the tracker cannot start (Redis down
@@ -153,6 +210,8 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
         if self.counted:
             OPEN_SHOPPER_SOCKETS.dec()
             self.counted = False
+        socket_limits.COUNTS.release(self.limit_keys)
+        self.limit_keys = ()
         tracker, self.tracker = self.tracker, None
         if tracker is not None:
             open_tabs.open_tabs(tracker).discard(self)
@@ -161,9 +220,8 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         await self.leave()
-        if self.cart_id is not None:
-            await self.channel_layer.group_discard(cart_group(self.cart_id), self.channel_name)
-            await self.channel_layer.group_discard(STOCK_GROUP, self.channel_name)
+        for group in self.joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
 
     async def send_cart(self, cart: carts.CartSnapshot) -> None:
         """The one way this connection learns its cart's state and shows it to the client.
@@ -205,6 +263,12 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
 
     async def handle(self, message: dict[str, Any]) -> None:
         request_id = message.get("request_id", _NO_REQUEST_ID)
+        if request_id is not _NO_REQUEST_ID and not valid_request_id(request_id):
+            raise BadMessage(
+                "invalid_message",
+                "`request_id` must be null, an integer within +-2^53 or a string of at most "
+                f"{MAX_REQUEST_ID_LENGTH} characters.",
+            )
         kind = message.get("type")
         if not isinstance(kind, str):
             raise BadMessage("invalid_message", "The message needs a string `type`.", request_id)
@@ -214,17 +278,21 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
         item_id = message.get("item_id")
         if type(item_id) is not int:  # bool is an int subclass, and not an item id
             raise BadMessage("invalid_message", "`item_id` must be an integer.", request_id)
-        if self.cart_id is None:
+        if self.shopper is None:
             raise BadMessage("no_cart", "No cart in this session.", request_id)
         try:
-            cart = await database_sync_to_async(operation)(self.cart_id, item_id)
+            cart = await database_sync_to_async(_change)(operation, self.shopper, item_id)
+        except carts.NotYourCart:
+            await self.close(code=LOGIN_CHANGED_CLOSE_CODE)
+            return
         except carts.CartError as error:
             raise BadMessage(error.code, error.message, request_id) from None
+        # The change is stored: the other tabs hear of it whatever becomes of this reply.
+        await publish_cart(cart)
         await self.send_cart(cart)
         await self.send_json(
             {"type": "ok", "request_id": None if request_id is _NO_REQUEST_ID else request_id}
         )
-        await publish_cart(cart)
 
     async def send_error(self, code: str, message: str, request_id: Any = _NO_REQUEST_ID) -> None:
         payload = {"type": "error", "code": code, "message": message}
@@ -249,7 +317,7 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
             asyncio.get_running_loop().create_task(self._reload())
 
     async def _reload(self) -> None:
-        cart = await database_sync_to_async(carts.load_snapshot)(self.cart_id)
+        cart = await database_sync_to_async(_open)(self.shopper)
         if cart is not None and self.tracker is not None:
             logger.info(
                 "cart %s caught up to revision %d from the database", self.cart_id, cart["revision"]
@@ -260,6 +328,9 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
 
     async def cart_changed(self, event: dict[str, Any]) -> None:
         await self.send_cart(event["cart"])
+
+    async def login_changed(self, event: dict[str, Any]) -> None:
+        await self.close(code=LOGIN_CHANGED_CLOSE_CODE)
 
     async def stock_changed(self, event: dict[str, Any]) -> None:
         await self.send_json(

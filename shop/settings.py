@@ -35,7 +35,9 @@ Environment:
 import ipaddress
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -67,6 +69,16 @@ def _env_float(name: str, default: float) -> float:
         raise ImproperlyConfigured(f"{name} must be a number of seconds, not {value!r}") from None
 
 
+def _env_count(name: str, default: int) -> int:
+    """A whole number of at least 0 (0 meaning no limit)."""
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    if not value.isdigit():
+        raise ImproperlyConfigured(f"{name} must be a whole number (0: no limit), not {value!r}")
+    return int(value)
+
+
 def _env_seconds(name: str) -> float | None:
     """A positive, finite number of seconds, or None (the default) when unset."""
     value = os.environ.get(name)
@@ -91,6 +103,31 @@ def _env_networks(name: str, default: str) -> list[str]:
                 f"{name} must list IP addresses or networks, not {part.strip()!r}"
             ) from None
     return networks
+
+
+def _email_settings(url: str) -> dict[str, object]:
+    """Django's EMAIL_* settings from EMAIL_URL (see the "Email" block below)."""
+    parts = urlsplit(url)
+    if parts.scheme == "console":
+        return {"EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend"}
+    if parts.scheme not in {"smtp", "smtp+tls", "smtp+ssl"} or not parts.hostname:
+        raise ImproperlyConfigured(
+            "EMAIL_URL must be smtp://, smtp+tls:// or smtp+ssl://USER:PASSWORD@HOST:PORT, "
+            "or console://"
+        )
+    try:
+        port = parts.port or {"smtp": 25, "smtp+tls": 587, "smtp+ssl": 465}[parts.scheme]
+    except ValueError:
+        raise ImproperlyConfigured("EMAIL_URL has a port that is not a number") from None
+    return {
+        "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+        "EMAIL_HOST": parts.hostname,
+        "EMAIL_PORT": port,
+        "EMAIL_HOST_USER": unquote(parts.username or ""),
+        "EMAIL_HOST_PASSWORD": unquote(parts.password or ""),
+        "EMAIL_USE_TLS": parts.scheme == "smtp+tls",
+        "EMAIL_USE_SSL": parts.scheme == "smtp+ssl",
+    }
 
 
 def _local_secret_key() -> str:
@@ -144,6 +181,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before the session middleware: it tells sockets of an ended login once the session is
+    # saved (shop/login_state.py).
+    "shop.login_state.LoginStateMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -200,6 +240,16 @@ LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"
 
 SESSION_COOKIE_AGE = 60 * 60 * 24 * 30  # carts outlive a browser restart
+
+# -- Shopper identity and login state (shop/identity.py, shop/login_state.py) --------------
+# An anonymous shopper's cart id lives in this signed cookie (as long as a session), so a
+# page view by a visitor without cookies writes nothing to the database.
+CART_COOKIE_NAME = "cart"
+# Open shopper sockets per shopper (session, or anonymous cart) and per client address, on
+# each server process (shop/socket_limits.py); 0 lifts a limit. Behind a proxy the address
+# is the proxy's unless daphne runs with --proxy-headers (docs/deployment.md).
+SHOPPER_SOCKETS_PER_SESSION = _env_count("SHOPPER_SOCKETS_PER_SESSION", 30)
+SHOPPER_SOCKETS_PER_ADDRESS = _env_count("SHOPPER_SOCKETS_PER_ADDRESS", 500)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -260,3 +310,81 @@ LOGGING = {
         "tracker": {"level": os.environ.get("TRACKER_LOG_LEVEL", "INFO")},
     },
 }
+
+# -- Login throttling (django-axes) -----------------------------------------------------
+# After LOGIN_FAILURE_LIMIT failed logins for one username from one client address, that
+# username is locked out from that address (HTTP 429, templates/registration/locked_out.html)
+# for LOGIN_LOCKOUT_MINUTES; others, and the same username elsewhere, are not: no client can
+# lock a user out everywhere. The address is the ASGI client (REMOTE_ADDR), as for
+# /metrics. Attempts live in the database (shared by every node) and expire with the lockout.
+LOGIN_FAILURE_LIMIT = _env_count("LOGIN_FAILURE_LIMIT", 5)
+LOGIN_LOCKOUT_MINUTES = _env_count("LOGIN_LOCKOUT_MINUTES", 15)
+if LOGIN_FAILURE_LIMIT < 1 or LOGIN_LOCKOUT_MINUTES < 1:
+    raise ImproperlyConfigured("LOGIN_FAILURE_LIMIT and LOGIN_LOCKOUT_MINUTES must be at least 1")
+INSTALLED_APPS.append("axes")
+MIDDLEWARE.append("axes.middleware.AxesMiddleware")  # last, as axes requires
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out login
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # a lockout always ends in time
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True  # no row per successful login
+AXES_IPWARE_META_PRECEDENCE_ORDER = ("REMOTE_ADDR",)  # never a forwarded header
+AXES_LOCKOUT_CALLABLE = "shop.views.login_locked_out"
+
+# -- Security headers and HTTPS --------------------------------------------------------
+# Content-Security-Policy (django-csp): scripts, styles, fetches and websockets from this
+# site only, no inline script or style (none of the pages has any), no framing. The
+# favicon is a data: URL. 'self' covers ws:/wss: to this host.
+MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+                  "csp.middleware.CSPMiddleware")  # fmt: skip
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'none'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "base-uri": ["'none'"],
+    }
+}
+SECURE_REFERRER_POLICY = "same-origin"  # other sites never see a page's path
+
+# HTTPS=1 for a site served over TLS (behind a proxy, daphne --proxy-headers must pass the
+# scheme): HTTP is redirected to HTTPS (except /healthz and /metrics, which load balancers
+# and Prometheus read over plain HTTP on the private network), cookies are Secure and
+# __Host- prefixed (only this host, over HTTPS, can set them: a sibling host or a plain
+# HTTP page cannot plant one), and HSTS tells browsers to use HTTPS only, for
+# HSTS_SECONDS (default a year), subdomains included and preloadable unless
+# HSTS_INCLUDE_SUBDOMAINS / HSTS_PRELOAD are off. `manage.py check --deploy` is clean.
+HTTPS = _env_bool("HTTPS")
+if HTTPS:
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SESSION_COOKIE_NAME, CSRF_COOKIE_NAME = "__Host-sessionid", "__Host-csrftoken"
+    CART_COOKIE_NAME = "__Host-cart"
+    SECURE_HSTS_SECONDS = _env_count("HSTS_SECONDS", 365 * 24 * 60 * 60)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = _env_bool("HSTS_PRELOAD", default=True)
+
+# -- Email and password reset ------------------------------------------------------------
+# EMAIL_URL: how the site sends mail, smtp://USER:PASSWORD@HOST:PORT (smtp+tls:// for
+# STARTTLS, smtp+ssl:// for TLS from the start; user and password percent-encoded) or
+# console:// (printed). Without it, DEBUG prints mail to the console and production sends
+# none: then password reset is not offered (its pages answer 404, the login page has no
+# link). DEFAULT_FROM_EMAIL is the sender.
+EMAIL_URL = os.environ.get("EMAIL_URL") or None
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL") or "Live Carts <webmaster@localhost>"
+EMAIL_TIMEOUT = 10
+if EMAIL_URL:
+    globals().update(_email_settings(EMAIL_URL))  # EMAIL_BACKEND, EMAIL_HOST, ...
+elif DEBUG:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+PASSWORD_RESET = bool(EMAIL_URL) or DEBUG

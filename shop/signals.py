@@ -1,17 +1,28 @@
-"""Stock pushes for any saved Item (admin edits included) and cart linking on login."""
+"""Stock pushes for any saved Item (admin edits included); cart linking on login, and the end
+of the sockets of a login state on login and logout."""
 
+import uuid
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from django.contrib.auth.signals import user_logged_in
+from django.conf import settings
+from django.contrib.auth.signals import user_logged_in, user_logged_out
 from django.db import transaction
 from django.db.models.signals import post_save, pre_save
 from django.dispatch import receiver
 from django.http import HttpRequest
 
 from shop.broadcast import publish_stock
-from shop.carts import CART_SESSION_KEY, StockChange, link_cart, parse_cart_id
-from shop.models import Cart, Item
+from shop.carts import (
+    CART_SESSION_KEY,
+    StockChange,
+    claim_cart,
+    latest_cart_id,
+    session_cart_id,
+)
+from shop.identity import cart_id_from_cookie
+from shop.login_state import anonymous_cart_group, end_login_state, session_group
+from shop.models import Item
 from shop.stock import stock_level
 
 
@@ -38,17 +49,32 @@ def push_stock_level(sender: type[Item], instance: Item, created: bool, **kwargs
 
 @receiver(user_logged_in)
 def keep_cart_on_login(sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any) -> None:
-    """Keep the anonymous session's cart and link it to the user; without one, reopen the
-    user's most recent cart so nothing added earlier is lost."""
+    """Keep the cart the browser had (its session's, else its cart cookie's) and link it to
+    the user; without one they may take, reopen the user's most recent cart, so nothing
+    added earlier is lost (else a fresh id). Every socket opened before ends (its session's
+    and its anonymous cart's: shop.login_state)."""
     if request is None or not hasattr(request, "session"):
         return
-    pk = parse_cart_id(request.session.get(CART_SESSION_KEY))
-    cart = Cart.objects.filter(pk=pk).first() if pk else None
-    if cart is not None and cart.user_id in (None, user.pk):
-        link_cart(cart, user)
-        return
-    latest = Cart.objects.filter(user=user).order_by("-updated_at").first()
-    if latest is not None:
-        request.session[CART_SESSION_KEY] = str(latest.id)
-    else:
-        request.session.pop(CART_SESSION_KEY, None)
+    before = [
+        cart_id
+        for cart_id in (
+            session_cart_id(request.session),
+            cart_id_from_cookie(request.COOKIES.get(settings.CART_COOKIE_NAME)),
+        )
+        if cart_id is not None
+    ]
+    kept = next((cart_id for cart_id in before if claim_cart(cart_id, user)), None)
+    request.session[CART_SESSION_KEY] = kept or latest_cart_id(user) or str(uuid.uuid4())
+    ended = [anonymous_cart_group(cart_id) for cart_id in before]
+    if old_key := request.COOKIES.get(settings.SESSION_COOKIE_NAME):
+        ended.append(session_group(old_key))
+    end_login_state(request, ended)
+
+
+@receiver(user_logged_out)
+def end_sockets_on_logout(
+    sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any
+) -> None:
+    """Every socket of the session ends (shop.login_state)."""
+    if request is not None and (key := request.COOKIES.get(settings.SESSION_COOKIE_NAME)):
+        end_login_state(request, [session_group(key)])

@@ -12,7 +12,7 @@ urlpatterns = [
     path("products/<slug:slug>/", views.product_detail, name="product"),
     path("checkout/", views.checkout, name="checkout"),
     path("admin/", admin.site.urls),
-    path("accounts/", include("django.contrib.auth.urls")),
+    path("accounts/", include("shop.accounts")),
     path("dashboard/", include("dashboard.urls")),
     path("healthz", observability.healthz, name="healthz"),
     path("metrics", observability.metrics, name="metrics"),

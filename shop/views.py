@@ -1,17 +1,19 @@
-"""Storefront pages. Every page view makes sure the session has a cart (DESIGN §4)."""
+"""Storefront pages. Every page view names the shopper's cart (shop.identity) and writes
+nothing for a visitor without cookies."""
 
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.contrib import messages
 from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
-from shop import carts
+from shop import carts, identity
 from shop.broadcast import publish_cart, publish_stock
 from shop.models import Cart, CartItem, Item, Product
 
@@ -21,12 +23,15 @@ def _render(
     template: str,
     context: dict[str, Any],
     *,
-    cart: Cart | None = None,
+    cart: tuple[str, Cart | None] | None = None,
     status: int = 200,
 ) -> HttpResponse:
-    """Render a storefront page with the session's cart for the header widget."""
-    cart = cart or carts.cart_for_request(request)
-    return render(request, template, {**context, "cart": carts.snapshot(cart)}, status=status)
+    """Render a storefront page with the shopper's cart for the header widget."""
+    cart_id, row = cart or identity.page_cart(request)
+    snapshot = carts.snapshot(row) if row is not None else carts.empty_snapshot(cart_id)
+    response = render(request, template, {**context, "cart": snapshot}, status=status)
+    identity.remember_cart(request, response)
+    return response
 
 
 def _released_products() -> QuerySet[Product]:
@@ -56,11 +61,11 @@ class CheckoutLine:
 
 @require_http_methods(["GET", "POST"])
 def checkout(request: HttpRequest) -> HttpResponse:
-    cart = carts.cart_for_request(request)
+    cart_id, cart = identity.page_cart(request)
     status = 200
     if request.method == "POST":
         try:
-            purchase = carts.checkout(str(cart.id))
+            purchase = carts.checkout(cart_id, request.user.pk)
         except carts.CartError as error:
             messages.error(request, error.message)
             status = 409
@@ -73,10 +78,24 @@ def checkout(request: HttpRequest) -> HttpResponse:
                 request, f"Thank you! Your order of {purchase.quantity} {units} is placed."
             )
             return redirect("checkout")
-    lines = [CheckoutLine(line, carts.line_available(line)) for line in carts.cart_lines(cart)]
+    lines = [
+        CheckoutLine(line, carts.line_available(line))
+        for line in (carts.cart_lines(cart) if cart is not None else [])
+    ]
     context = {
         "lines": lines,
         "total": sum((line.subtotal for line in lines), Decimal("0.00")),
         "signature": ",".join(f"{x.line.item_id}:{x.line.quantity}" for x in lines),
     }
-    return _render(request, "shop/checkout.html", context, cart=cart, status=status)
+    return _render(request, "shop/checkout.html", context, cart=(cart_id, cart), status=status)
+
+
+def login_locked_out(
+    request: HttpRequest, original_response: HttpResponse | None = None, credentials: Any = None
+) -> HttpResponse:
+    """What django-axes answers a login attempt of a locked-out username and address."""
+    context = {
+        "failure_limit": settings.LOGIN_FAILURE_LIMIT,
+        "minutes": settings.LOGIN_LOCKOUT_MINUTES,
+    }
+    return render(request, "registration/locked_out.html", context, status=429)

@@ -2,7 +2,7 @@
 websockets through the `websockets` library, as a browser would use them.
 
     shopper = Visitor(node.url)
-    shopper.get("/")                               # the first storefront page makes the cart
+    shopper.get("/")                               # the first storefront page names the cart
     tab = await shopper.open_tab(node, "/x/")      # /ws/cart/?page=/x/, session cookie sent
     await tab.request({"type": "add_item", "item_id": 7})
 
@@ -80,8 +80,8 @@ class Visitor:
     async def open_tab(self, node: Node, page: str, within: float = 10) -> Tab:
         """A shopper page on `node`: the socket, once its first `cart` message arrived
         (handshake and cart each within `within` s; the socket is closed if either fails)."""
-        if self.cookie("sessionid") is None:
-            raise AssertionError("no session yet: GET a storefront page first")
+        if self.cookie("cart") is None and self.cookie("sessionid") is None:
+            raise AssertionError("no cart yet: GET a storefront page first")
         ws = await connect(
             f"{node.ws_url}/ws/cart/?page={urllib.parse.quote(page)}",
             additional_headers={"Cookie": self.cookie_header, "Origin": node.url},
@@ -114,6 +114,13 @@ class Visitor:
         if self.cookie("sessionid") is None:
             raise AssertionError(f"login as {username!r} failed")
 
+    def logout(self) -> None:
+        """Log out through the header's form (a POST with the page's CSRF token)."""
+        match = CSRF_INPUT.search(self.get("/"))
+        if match is None:
+            raise AssertionError("no logout form: not logged in")
+        self.post("/accounts/logout/", {"csrfmiddlewaretoken": match[1]})
+
     def token(self, node: Node) -> str:
         return json.loads(self.get("/dashboard/token/", base_url=node.url))["token"]
 
@@ -123,7 +130,7 @@ class Visitor:
         token = await asyncio.to_thread(self.token, node)
         ws = await connect(
             f"{node.ws_url}/ws/dashboard/?token={urllib.parse.quote(token)}",
-            additional_headers={"Origin": node.url},
+            additional_headers={"Cookie": self.cookie_header, "Origin": node.url},
             open_timeout=within,
         )
         client = StaffClient(ws)
@@ -313,6 +320,15 @@ class StaffClient(_Reader):
 # -- the truth a staff view must show -----------------------------------------------------
 
 
+# The site's own routes, as shop.pages counts them: "/", the checkout and a product's page
+# (tests open only released products of the seeded catalogue); any other path is "other".
+SITE_PAGE = re.compile(r"/(checkout/|products/[-a-z0-9]+/)?")
+
+
+def page_bucket(page: str) -> str:
+    return page if SITE_PAGE.fullmatch(page) else "other"
+
+
 def truth_of(tabs: Iterable[Tab]) -> dict:
     """The aggregates the staff views must show for these open tabs (DESIGN §4), with the
     per-cart rows (pages and item count), which also catch a cart counted twice."""
@@ -333,7 +349,7 @@ def truth_of(tabs: Iterable[Tab]) -> dict:
             items[item_id] = items.get(item_id, 0) + quantity
         entries[cart_id] = {"pages": len(cart_tabs), "items": sum(contents.values())}
         for tab in cart_tabs:
-            paths[tab.page] = paths.get(tab.page, 0) + 1
+            paths[page_bucket(tab.page)] = paths.get(page_bucket(tab.page), 0) + 1
     return {
         "shoppers": len(carts),
         "pages": sum(len(t) for t in carts.values()),

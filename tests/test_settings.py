@@ -95,3 +95,113 @@ def test_a_log_line_is_printed_once_in_debug(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("GET / 200") == 1, result.stderr
     assert result.stderr.count("replica up") == 1, result.stderr
+
+
+def test_socket_limits_come_from_the_environment_and_are_checked(tmp_path):
+    def limits(env: dict[str, str]) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c",
+             "from django.conf import settings; "
+             "print(settings.SHOPPER_SOCKETS_PER_SESSION, settings.SHOPPER_SOCKETS_PER_ADDRESS)"],
+            cwd=ROOT, capture_output=True, text=True,
+            env={**os.environ, **env, "DEBUG": "1", "VAR_DIR": str(tmp_path),
+                 "DJANGO_SETTINGS_MODULE": "shop.settings"},
+        )  # fmt: skip
+
+    assert limits({}).stdout.splitlines()[-1].split() == ["30", "500"]
+    custom = limits({"SHOPPER_SOCKETS_PER_SESSION": "5", "SHOPPER_SOCKETS_PER_ADDRESS": "0"})
+    assert custom.stdout.splitlines()[-1].split() == ["5", "0"]
+    bad = limits({"SHOPPER_SOCKETS_PER_SESSION": "-1"})
+    assert bad.returncode != 0
+    assert "SHOPPER_SOCKETS_PER_SESSION must be a whole number" in bad.stderr
+
+
+def _deploy_env(tmp_path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "HTTPS"}}
+    env.update(
+        DJANGO_SETTINGS_MODULE="shop.settings",
+        VAR_DIR=str(tmp_path),
+        SECRET_KEY="a-deployment-key-" + "x7Qp2" * 12,
+        ALLOWED_HOSTS="shop.example.com",
+        **extra,
+    )
+    return env
+
+
+def test_check_deploy_is_clean_with_https_on(tmp_path):
+    def check(env: dict[str, str]) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "manage.py", "check", "--deploy"],
+            cwd=ROOT, env=env, capture_output=True, text=True,
+        )  # fmt: skip
+
+    plain = check(_deploy_env(tmp_path))
+    assert "security.W008" in plain.stderr and "security.W012" in plain.stderr
+    secure = check(_deploy_env(tmp_path, HTTPS="1"))
+    assert secure.returncode == 0, secure.stderr
+    assert "System check identified no issues" in secure.stdout, secure.stdout + secure.stderr
+
+
+HTTPS_SCRIPT = """
+from django.test import Client
+c = Client(HTTP_HOST="shop.example.com")
+r = c.get("/")
+print("plain", r.status_code, r.get("Location"))
+print("metrics", c.get("/metrics").status_code)
+r = c.get("/", secure=True)
+print("hsts", r["Strict-Transport-Security"])
+cart = r.cookies["__Host-cart"]
+print("cart", bool(cart["secure"]), cart["path"], cart["domain"] or "-")
+from django.conf import settings
+print("names", settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME, settings.CSRF_COOKIE_SECURE)
+"""
+
+
+def test_https_redirects_secures_cookies_and_sends_hsts(tmp_path):
+    env = _deploy_env(tmp_path, HTTPS="1")
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", HTTPS_SCRIPT],
+        cwd=ROOT, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
+    assert lines["plain"] == "301 https://shop.example.com/"
+    assert lines["metrics"] != "301"  # Prometheus scrapes nodes over plain HTTP
+    assert lines["hsts"] == "max-age=31536000; includeSubDomains; preload"
+    assert lines["cart"] == "True / -"  # the __Host- prefix: Secure, path /, no Domain
+    assert lines["names"] == "__Host-sessionid __Host-csrftoken True"
+
+
+EMAIL_SCRIPT = (
+    "from django.conf import settings as s; print(s.EMAIL_BACKEND.rsplit('.', 2)[-2], "
+    "s.PASSWORD_RESET, s.EMAIL_HOST, s.EMAIL_PORT, s.EMAIL_HOST_USER, s.EMAIL_HOST_PASSWORD, "
+    "s.EMAIL_USE_TLS, s.EMAIL_USE_SSL)"
+)
+
+
+def test_email_comes_from_email_url_and_decides_password_reset(tmp_path):
+    def email(**env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", EMAIL_SCRIPT],
+            cwd=ROOT, capture_output=True, text=True,
+            env={**_deploy_env(tmp_path), **env},
+        )  # fmt: skip
+
+    def line(**env: str) -> str:
+        result = email(**env)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.splitlines()[-1]
+
+    assert line() == "smtp False localhost 25   False False"  # production, no mail
+    assert line(DEBUG="1").startswith("console True ")
+    assert line(EMAIL_URL="smtp+tls://shop%40example.com:p%40ss@mail.example.com") == (
+        "smtp True mail.example.com 587 shop@example.com p@ss True False"
+    )
+    assert line(EMAIL_URL="smtp+ssl://mail.example.com:2465").endswith(" 2465   False True")
+    assert line(EMAIL_URL="console://").startswith("console True ")
+    bad = email(EMAIL_URL="http://mail.example.com")
+    assert bad.returncode != 0 and "EMAIL_URL must be smtp://" in bad.stderr

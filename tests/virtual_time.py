@@ -11,12 +11,15 @@ same schedule. Only in-process I/O is possible: a real socket would wait in real
 from __future__ import annotations
 
 import asyncio
+import math
 import selectors
 from typing import Any
 
 
 class _VirtualSelector(selectors.DefaultSelector):
-    """Polls without blocking; a wait for the next timer advances the virtual clock."""
+    """Polls without blocking; a wait for the next timer advances the virtual clock, in
+    whole milliseconds as epoll waits (so timers due within the same millisecond run in
+    the same loop iteration, as they do on a real loop)."""
 
     def __init__(self, loop: VirtualTimeLoop) -> None:
         super().__init__()
@@ -27,7 +30,7 @@ class _VirtualSelector(selectors.DefaultSelector):
         if not events:
             if timeout is None:  # nothing scheduled at all: a real loop would hang
                 raise RuntimeError("virtual time: the loop waits for nothing")
-            self._loop.jump(timeout)
+            self._loop.jump(math.ceil(timeout * 1000) / 1000)
         return events
 
 

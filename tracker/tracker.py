@@ -464,11 +464,14 @@ class Tracker:
         it if it ever ends, so the replica never silently stops sending or ticking."""
 
         async def supervise() -> None:
+            loop = asyncio.get_running_loop()
             while True:
                 try:
                     await run()
                     raise RuntimeError("returned")
                 except Exception:
+                    if loop.is_closed():  # abandoned with its loop: nothing to restart
+                        raise
                     self.task_failures[name] += 1
                     logger.exception("tracker %s: %s task failed; restarting it", self.name, name)
                 await asyncio.sleep(TASK_RESTART_DELAY)

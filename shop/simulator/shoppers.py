@@ -1,6 +1,6 @@
 """Simulated shoppers: real HTTP and websocket clients against running nodes.
 
-Each shopper GETs the storefront (which creates its cart and sets its session cookie), reads
+Each shopper GETs the storefront (which names its cart in the cart cookie), reads
 the item ids on sale and the product pages from it, opens its tabs (shopper sockets with
 that cookie and the site's Origin), then adds and removes items at random, one action at a
 time, as a person would. Shoppers come and go (`churn`, departures per second across the
@@ -336,7 +336,7 @@ class Simulation:
         if page.status != 200:
             raise ArrivalFailed(f"GET /: HTTP {page.status}")
         if not page.cookies:
-            raise ArrivalFailed("GET /: no session cookie")
+            raise ArrivalFailed("GET /: no cart cookie")
         catalogue, paths = storefront(page.body)
         opened: list[tuple[Tab, str]] = []
         try:

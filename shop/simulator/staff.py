@@ -15,7 +15,7 @@ from urllib.parse import quote
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from .web import USER_AGENT, HTTPError, Node, fetch
+from .web import USER_AGENT, HTTPError, Node, cookie_header, fetch
 
 # The aggregates of DESIGN §4; the dashboard sends more (per-cart rows, catalogue details).
 STATS = ("shoppers", "pages", "items", "pages_by_path")
@@ -39,8 +39,11 @@ def apply_diff(stats: dict[str, Any], diff: dict[str, Any]) -> None:
             stats[name] = value
 
 
-async def staff_token(node: Node, username: str, password: str, within: float = 10) -> str:
-    """Log in through the login form and ask `/dashboard/token/` for a staff socket token."""
+async def staff_token(
+    node: Node, username: str, password: str, within: float = 10
+) -> tuple[str, dict[str, str]]:
+    """Log in through the login form and ask `/dashboard/token/` for a staff socket token;
+    returns it with the session's cookies, which the socket's handshake must carry."""
     try:
         form = await fetch(node, "/accounts/login/", within=within)
         match = _CSRF_FIELD.search(form.body)
@@ -60,7 +63,7 @@ async def staff_token(node: Node, username: str, password: str, within: float = 
         raise StaffLoginFailed(str(error)) from None
     if answer.status != 200:
         raise StaffLoginFailed(f"{username!r} may not open the dashboard (HTTP {answer.status})")
-    return json.loads(answer.body)["token"]
+    return json.loads(answer.body)["token"], answer.cookies
 
 
 class StaffView:
@@ -78,9 +81,10 @@ class StaffView:
         cls, url: str | Node, username: str, password: str, within: float = 10
     ) -> StaffView:
         node = url if isinstance(url, Node) else Node.parse(url)
-        token = await staff_token(node, username, password, within)
+        token, cookies = await staff_token(node, username, password, within)
         ws = await connect(
             node.ws_url(f"/ws/dashboard/?token={quote(token)}"),
+            additional_headers={"Cookie": cookie_header(cookies)},
             origin=node.origin,  # type: ignore[arg-type]
             user_agent_header=USER_AGENT,
             proxy=None,

@@ -133,7 +133,7 @@ def expected_view(truth: Truth, anchors: list[tuple[Tab, Tab]]) -> dict:
 async def open_anchors(a: DaphneServer, b: DaphneServer) -> list[tuple[Tab, Tab]]:
     shoppers = await asyncio.gather(*(new_shopper(a) for _ in range(ANCHORS)))
     return [
-        (await shopper.open_tab(a, "/anchor/"), await shopper.open_tab(b, "/anchor/"))
+        (await shopper.open_tab(a, "/checkout/"), await shopper.open_tab(b, "/checkout/"))
         for shopper in shoppers
     ]
 

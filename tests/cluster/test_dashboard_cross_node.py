@@ -132,15 +132,16 @@ async def test_staff_on_node_b_see_shoppers_on_both_nodes_with_each_diff_once(cl
 
     shoppers = [Visitor(a.url), Visitor(a.url), Visitor(b.url)]
     for shopper in shoppers:
-        await asyncio.to_thread(shopper.get, "/")  # the first page view makes the cart
+        await asyncio.to_thread(shopper.get, "/")  # the first page view names the cart
     first, second = (await asyncio.to_thread(shoppers[0].item_ids, "high"))[:2]
 
     # Two shoppers on A (one with two tabs), a third on B, and the first also on B.
-    one_x = await open_tab(shoppers[0], a, "/x/")
-    one_y = await open_tab(shoppers[0], a, "/y/")
-    two = await open_tab(shoppers[1], a, "/x/")
-    three = await open_tab(shoppers[2], b, "/z/")
-    one_on_b = await open_tab(shoppers[0], b, "/y/")
+    # Pages of the site's own routes: the staff view counts every other path as "other".
+    one_x = await open_tab(shoppers[0], a, "/")
+    one_y = await open_tab(shoppers[0], a, "/checkout/")
+    two = await open_tab(shoppers[1], a, "/")
+    three = await open_tab(shoppers[2], b, "/products/city-sneaker-white/")
+    one_on_b = await open_tab(shoppers[0], b, "/checkout/")
     assert len({one_x.cart_id, two.cart_id, three.cart_id}) == 3
     assert one_on_b.cart_id == one_x.cart_id
     assert seen(view_b)["shoppers"] == 3 and seen(view_b)["pages"] == 5

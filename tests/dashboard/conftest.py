@@ -4,9 +4,14 @@ itself (no tracker needed), and staff sockets through the project's ASGI applica
 from collections.abc import AsyncIterator
 
 import pytest
+from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.sessions.backends.db import SessionStore
 
 from dashboard.hub import DashboardHub, install_hub
+from dashboard.tokens import issue_token
 from shop.asgi import application
 from tests.channel_layer import fresh_channel_layer  # noqa: F401 (autouse here)
 
@@ -42,3 +47,30 @@ def staff_socket(
     if cookie is not None:
         headers.append((b"cookie", cookie.encode()))
     return WebsocketCommunicator(application, path, headers=headers)
+
+
+def login_session(user) -> str:
+    """A saved session of `user` logged in, as a browser holds it; returns its key."""
+    session = SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.save()
+    return session.session_key
+
+
+def session_cookie(session_key: str) -> str:
+    return f"{settings.SESSION_COOKIE_NAME}={session_key}"
+
+
+def staff_login(user) -> tuple[str, str]:
+    """(token, Cookie header) of a page of `user` logged in: a token issued in a fresh
+    session, and that session's cookie."""
+    key = login_session(user)
+    return issue_token(user, key), session_cookie(key)
+
+
+async def staff_socket_of(user, origin: bytes | None = ALLOWED_ORIGIN) -> WebsocketCommunicator:
+    """The staff socket a page of `user` opens: token and session cookie."""
+    token, cookie = await database_sync_to_async(staff_login)(user)
+    return staff_socket(token, origin=origin, cookie=cookie)

@@ -7,16 +7,18 @@ from decimal import Decimal
 import pytest
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.contrib.sessions.backends.db import SessionStore
+from django.contrib.sessions.models import Session
 from django.core import signing
+from django.test import Client
 
 from dashboard import consumers
 from dashboard.tokens import MAX_AGE, SALT, issue_token
 from shop.broadcast import publish_stock
 from shop.carts import StockChange
+from shop.login_state import LOGIN_CHANGED_CLOSE_CODE, session_digest
 from shop.models import Item, Product
 
-from .conftest import staff_socket
+from .conftest import login_session, session_cookie, staff_login, staff_socket, staff_socket_of
 from .support import apply_stats_diff, row, settled
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -28,16 +30,6 @@ def signed_ago(seconds: int, payload: dict) -> str:
             return signing.b62_encode(int(time.time()) - seconds)
 
     return PastSigner(salt=SALT).sign_object(payload)
-
-
-def staff_session_cookie(user) -> str:
-    """The session cookie of `user` logged in, as a browser would send it."""
-    session = SessionStore()
-    session["_auth_user_id"] = str(user.pk)
-    session["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
-    session["_auth_user_hash"] = user.get_session_auth_hash()
-    session.save()
-    return f"{settings.SESSION_COOKIE_NAME}={session.session_key}"
 
 
 async def assert_refused(communicator) -> None:
@@ -58,59 +50,89 @@ async def test_refused_with_garbage_token(hub):
     await assert_refused(staff_socket("garbage"))
 
 
+async def staff_session(user) -> tuple[str, str]:
+    """(session key, its Cookie header) of `user` logged in."""
+    key = await database_sync_to_async(login_session)(user)
+    return key, session_cookie(key)
+
+
 async def test_refused_with_tampered_token(hub, staff, shopper):
-    genuine = issue_token(shopper)  # "payload:timestamp:signature"
-    payload = json.dumps({"uid": staff.pk, "username": "staffer"}, separators=(",", ":"))
+    key, cookie = await staff_session(staff)
+    genuine = issue_token(shopper, key)  # "payload:timestamp:signature"
+    payload = json.dumps(
+        {"uid": staff.pk, "username": "staffer", "sid": session_digest(key)},
+        separators=(",", ":"),
+    )
     tampered = signing.b64_encode(payload.encode()).decode() + ":" + genuine.split(":", 1)[1]
-    await assert_refused(staff_socket(tampered))
+    await assert_refused(staff_socket(tampered, cookie=cookie))
 
 
 async def test_refused_with_token_signed_under_another_salt(hub, staff):
-    token = signing.dumps({"uid": staff.pk, "username": "staffer"})
-    await assert_refused(staff_socket(token))
+    key, cookie = await staff_session(staff)
+    token = signing.dumps({"uid": staff.pk, "username": "staffer", "sid": session_digest(key)})
+    await assert_refused(staff_socket(token, cookie=cookie))
 
 
 async def test_refused_with_expired_token(hub, staff):
-    token = signed_ago(MAX_AGE + 2, {"uid": staff.pk, "username": "staffer"})
-    await assert_refused(staff_socket(token))
+    key, cookie = await staff_session(staff)
+    payload = {"uid": staff.pk, "username": "staffer", "sid": session_digest(key)}
+    await assert_refused(staff_socket(signed_ago(MAX_AGE + 2, payload), cookie=cookie))
 
 
 async def test_refused_for_anonymous_even_with_a_staff_session_cookie(hub, staff):
     # The cookie alone proves nothing: any page on an allowed origin could send it.
-    cookie = await database_sync_to_async(staff_session_cookie)(staff)
+    _, cookie = await staff_session(staff)
     await assert_refused(staff_socket(None, cookie=cookie))
 
 
+async def test_refused_with_the_token_alone(hub, staff):
+    """A token copied out of a URL (a proxy's log, say) opens nothing without the cookie of
+    the session it was issued in, not even with another session of the same user."""
+    token, _ = await database_sync_to_async(staff_login)(staff)
+    await assert_refused(staff_socket(token))
+    _, other = await staff_session(staff)
+    await assert_refused(staff_socket(token, cookie=other))
+
+
+async def test_a_token_issued_before_logout_is_refused_after_it(hub, staff):
+    key, cookie = await staff_session(staff)
+    token = issue_token(staff, key)
+    client = Client()
+    client.cookies[settings.SESSION_COOKIE_NAME] = key
+    await database_sync_to_async(client.post)("/accounts/logout/")
+    await assert_refused(staff_socket(token, cookie=cookie))
+
+
 async def test_refused_for_non_staff_user(hub, shopper):
-    await assert_refused(staff_socket(issue_token(shopper)))
+    await assert_refused(await staff_socket_of(shopper))
 
 
 async def test_refused_for_inactive_staff(hub, django_user_model):
     user = await database_sync_to_async(django_user_model.objects.create_user)(
         "retired", is_staff=True, is_active=False
     )
-    await assert_refused(staff_socket(issue_token(user)))
+    await assert_refused(await staff_socket_of(user))
 
 
 async def test_refused_for_deleted_user(hub, staff):
-    token = issue_token(staff)
+    communicator = await staff_socket_of(staff)
     await database_sync_to_async(staff.delete)()
-    await assert_refused(staff_socket(token))
+    await assert_refused(communicator)
 
 
 async def test_refused_from_a_disallowed_origin(hub, staff):
-    await assert_refused(staff_socket(issue_token(staff), origin=b"http://evil.example"))
+    await assert_refused(await staff_socket_of(staff, origin=b"http://evil.example"))
 
 
 async def test_refused_without_origin(hub, staff):
-    await assert_refused(staff_socket(issue_token(staff), origin=None))
+    await assert_refused(await staff_socket_of(staff, origin=None))
 
 
 async def test_staff_token_is_accepted_and_gets_a_snapshot(hub, staff):
     hub.set_replicas({"node-a": "up", "node-b": "down"})
     hub.node = "node-a"
     await settled(hub)
-    communicator = staff_socket(issue_token(staff))
+    communicator = await staff_socket_of(staff)
     connected, _ = await communicator.connect()
     assert connected
     snapshot = await communicator.receive_json_from()
@@ -132,7 +154,7 @@ async def test_staff_token_is_accepted_and_gets_a_snapshot(hub, staff):
 
 
 async def connected_staff(user):
-    communicator = staff_socket(issue_token(user))
+    communicator = await staff_socket_of(user)
     connected, _ = await communicator.connect()
     assert connected
     snapshot = await communicator.receive_json_from()
@@ -243,6 +265,37 @@ async def test_a_failing_feed_closes_the_socket_with_a_code_daphne_accepts(hub, 
     assert hub.subscriber_count == 0
 
 
+async def test_logout_closes_the_sessions_staff_sockets_and_only_those(hub, staff):
+    key, cookie = await staff_session(staff)
+    communicator = staff_socket(issue_token(staff, key), cookie=cookie)
+    assert (await communicator.connect())[0]
+    assert (await communicator.receive_json_from())["type"] == "snapshot"
+    other, _ = await connected_staff(staff)  # the same user in another browser
+    client = Client()
+    client.cookies[settings.SESSION_COOKIE_NAME] = key
+    await database_sync_to_async(client.post)("/accounts/logout/")
+    closed = await communicator.receive_output(timeout=2)
+    assert closed == {"type": "websocket.close", "code": LOGIN_CHANGED_CLOSE_CODE}
+    assert await other.receive_nothing(0.2)
+    await communicator.disconnect()
+    await other.disconnect()
+    assert hub.subscriber_count == 0
+
+
+async def test_an_open_socket_whose_session_ended_unheard_closes_at_the_recheck(
+    hub, staff, monkeypatch
+):
+    """The logout message may be lost (the channel layer delivers at most once)."""
+    monkeypatch.setattr(consumers, "RECHECK_SECONDS", 0.05)
+    key, cookie = await staff_session(staff)
+    communicator = staff_socket(issue_token(staff, key), cookie=cookie)
+    assert (await communicator.connect())[0]
+    assert (await communicator.receive_json_from())["type"] == "snapshot"
+    await database_sync_to_async(Session.objects.filter(session_key=key).delete)()
+    closed = await communicator.receive_output(timeout=2)
+    assert closed == {"type": "websocket.close", "code": consumers.NOT_STAFF_CLOSE_CODE}
+
+
 def test_recheck_interval_closes_demoted_sockets_within_a_minute():
     assert consumers.RECHECK_SECONDS <= 30
 
@@ -290,7 +343,7 @@ async def test_a_snapshot_of_many_carts_reaches_the_client_in_frames_under_daphn
         }
     )
     await settled(hub)
-    communicator = staff_socket(issue_token(staff))
+    communicator = await staff_socket_of(staff)
     connected, _ = await communicator.connect()
     assert connected
     first = json.loads(await communicator.receive_from())

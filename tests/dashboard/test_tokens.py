@@ -6,9 +6,21 @@ from types import SimpleNamespace
 import pytest
 from django.core import signing
 
-from dashboard.tokens import MAX_AGE, SALT, InvalidToken, TokenExpired, check_token, issue_token
+from dashboard.tokens import (
+    MAX_AGE,
+    SALT,
+    InvalidToken,
+    TokenClaims,
+    TokenExpired,
+    check_token,
+    issue_token,
+)
+from shop.login_state import session_digest
 
 USER = SimpleNamespace(pk=42, get_username=lambda: "staffer")
+SESSION = "s3ss10nk3yofth3br0ws3r0000000000"
+PAYLOAD = {"uid": 42, "username": "staffer", "sid": session_digest(SESSION)}
+CLAIMS = TokenClaims(42, session_digest(SESSION))
 
 
 class PastSigner(signing.TimestampSigner):
@@ -23,7 +35,13 @@ class PastSigner(signing.TimestampSigner):
 
 
 def test_round_trip():
-    assert check_token(issue_token(USER)) == 42
+    assert check_token(issue_token(USER, SESSION)) == CLAIMS
+
+
+def test_the_token_names_its_session_without_its_key():
+    token = issue_token(USER, SESSION)
+    assert SESSION not in signing.b64_decode(token.split(":")[0].encode()).decode()
+    assert check_token(issue_token(USER, "an0th3rs3ss10n00000000000000000")) != CLAIMS
 
 
 def test_garbage_is_invalid():
@@ -33,8 +51,8 @@ def test_garbage_is_invalid():
 
 
 def test_tampered_token_is_invalid():
-    token = issue_token(USER)
-    forged = signing.dumps({"uid": 1, "username": "staffer"}, salt=SALT)
+    token = issue_token(USER, SESSION)
+    forged = signing.dumps({**PAYLOAD, "uid": 1}, salt=SALT)
     # Keep the genuine signature, swap in another user's payload.
     tampered = forged.split(":", 1)[0] + ":" + token.split(":", 1)[1]
     with pytest.raises(InvalidToken):
@@ -43,18 +61,24 @@ def test_tampered_token_is_invalid():
 
 def test_token_with_another_salt_is_invalid():
     with pytest.raises(InvalidToken):
-        check_token(signing.dumps({"uid": 42, "username": "staffer"}))
+        check_token(signing.dumps(PAYLOAD))
 
 
-def test_payload_must_name_a_user_id():
-    for payload in [{"username": "staffer"}, {"uid": "42"}, [42]]:
+def test_payload_must_name_a_user_id_and_a_session():
+    for payload in [
+        {"username": "staffer", "sid": "x"},
+        {"uid": "42", "sid": "x"},
+        [42],
+        {"uid": 42, "username": "staffer"},  # issued before tokens named their session
+        {"uid": 42, "sid": None},
+    ]:
         with pytest.raises(InvalidToken):
             check_token(signing.dumps(payload, salt=SALT))
 
 
 def test_token_older_than_max_age_is_expired():
-    old = PastSigner(MAX_AGE + 5, salt=SALT).sign_object({"uid": 42, "username": "staffer"})
+    old = PastSigner(MAX_AGE + 5, salt=SALT).sign_object(PAYLOAD)
     with pytest.raises(TokenExpired):
         check_token(old)
-    recent = PastSigner(MAX_AGE - 5, salt=SALT).sign_object({"uid": 42, "username": "staffer"})
-    assert check_token(recent) == 42
+    recent = PastSigner(MAX_AGE - 5, salt=SALT).sign_object(PAYLOAD)
+    assert check_token(recent) == CLAIMS

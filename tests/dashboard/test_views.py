@@ -5,6 +5,7 @@ from django.core import signing
 from django.urls import reverse
 
 from dashboard import tokens
+from shop.login_state import session_digest
 
 pytestmark = pytest.mark.django_db
 
@@ -65,9 +66,10 @@ def test_staff_token_names_the_user_under_its_own_salt(client, staff):
     body = response.json()
     assert set(body) == {"token", "expires_in"}
     assert body["expires_in"] == 60
-    assert tokens.check_token(body["token"]) == staff.pk
+    session = session_digest(client.session.session_key)
+    assert tokens.check_token(body["token"]) == tokens.TokenClaims(staff.pk, session)
     payload = signing.loads(body["token"], salt="dashboard.staff-socket", max_age=60)
-    assert payload == {"uid": staff.pk, "username": "staffer"}
+    assert payload == {"uid": staff.pk, "username": "staffer", "sid": session}
     with pytest.raises(signing.BadSignature):
         signing.loads(body["token"])  # the default salt does not verify it
 
@@ -75,6 +77,6 @@ def test_staff_token_names_the_user_under_its_own_salt(client, staff):
 def test_each_request_gets_a_token_that_expires(client, staff):
     client.force_login(staff)
     token = client.get("/dashboard/token/").json()["token"]
-    assert tokens.check_token(token) == staff.pk
+    assert tokens.check_token(token).user_id == staff.pk
     with pytest.raises(tokens.TokenExpired):  # it carries its signing time
         tokens.check_token(token, max_age=-1)

@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 from asgiref.testing import ApplicationCommunicator
 
-from dashboard.tokens import issue_token
 from shop.asgi import application
-from tests.dashboard.conftest import staff_socket
+from tests.dashboard.conftest import staff_socket_of
 from tests.prometheus_text import Scrape
 from tests.tracker.conftest import FAST, eventually
 from tracker import Tracker
@@ -319,7 +318,7 @@ async def test_sockets_presences_and_staff_messages_follow_known_actions(
     assert metrics.value("tracker_presences", topic="carts") == 2
     assert metrics.value("tracker_owned_presences") == 2
 
-    staff_client = staff_socket(issue_token(staff))
+    staff_client = await staff_socket_of(staff)
     connected, _ = await staff_client.connect()
     assert connected
     assert json.loads(await staff_client.receive_from(timeout=3))["type"] == "snapshot"

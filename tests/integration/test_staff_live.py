@@ -2,11 +2,13 @@
 
 import asyncio
 import json
+import uuid
 
 import pytest
+from channels.db import database_sync_to_async
 
-from dashboard.tokens import issue_token
-from tests.dashboard.conftest import staff_socket
+from shop.models import Cart
+from tests.dashboard.conftest import staff_socket_of
 from tests.dashboard.support import apply_stats_diff
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -40,7 +42,7 @@ class StaffView:
 
 @pytest.fixture
 async def staff_view(staff, site_tracker):
-    view = await StaffView(staff_socket(issue_token(staff))).open()
+    view = await StaffView(await staff_socket_of(staff)).open()
     yield view
     await view.communicator.disconnect()
 
@@ -86,7 +88,28 @@ async def test_a_late_staff_socket_gets_the_current_numbers_in_its_snapshot(
 ):
     tab = await open_tab(cart)
     await tab.request({"type": "add_item", "item_id": catalogue["two_left"].pk})
-    view = await StaffView(staff_socket(issue_token(staff))).open()
+    view = await StaffView(await staff_socket_of(staff)).open()
     assert view.stats["shoppers"] == 1 and view.stats["pages"] == 1
     assert view.stats["items"] == {str(catalogue["two_left"].pk): 1}
     await view.communicator.disconnect()
+
+
+async def test_pages_by_path_is_bounded_by_the_sites_routes(catalogue, cart, open_tab, staff_view):
+    """Every made-up path lands in one bucket; a product's page counts only if it is for
+    sale: the table's size is bounded by the catalogue, not by what clients send."""
+    made_up = [f"/p{i}/" for i in range(5)] + ["/products/secret-boot/", "/<b>hi</b>/"]
+    for page in made_up + ["/", "/products/test-boot/", "/checkout/"]:
+        await open_tab(cart, page=page)
+    await staff_view.until(
+        pages=10,
+        pages_by_path={"other": 7, "/": 1, "/products/test-boot/": 1, "/checkout/": 1},
+    )
+
+
+async def test_an_online_cart_without_a_row_is_a_shopper(catalogue, open_tab, staff_view):
+    """A page view names a cart without writing it: online, it counts as a shopper."""
+    cart_id = str(uuid.uuid4())
+    await open_tab(cart_id, page="/")
+    await staff_view.until(shoppers=1, pages=1, items={})
+    assert staff_view.stats["carts"][cart_id]["items"] == 0
+    assert not await database_sync_to_async(Cart.objects.filter(pk=cart_id).exists)()

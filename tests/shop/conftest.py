@@ -9,13 +9,13 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.sessions.backends.db import SessionStore
 
 from shop.asgi import application
 from shop.carts import CART_SESSION_KEY
+from shop.identity import cart_cookie_value
 from shop.models import Cart, CartItem, Item, Product
 from tests.channel_layer import fresh_channel_layer  # noqa: F401 (autouse here)
 
@@ -50,8 +50,14 @@ def catalogue(db) -> dict[str, Item]:
     }
 
 
+def cart_cookie(cart: Cart | str) -> str:
+    """The Cookie header of an anonymous browser whose cart cookie names `cart`."""
+    return f"{settings.CART_COOKIE_NAME}={cart_cookie_value(str(getattr(cart, 'id', cart)))}"
+
+
 def session_with_cart(cart: Cart | None = None) -> str:
-    """A saved database session holding the cart's id; returns the session key."""
+    """A saved database session holding the cart's id, as sessions made before the cart
+    cookie did (and logged-in sessions do); returns the session key."""
     session = SessionStore()
     if cart is not None:
         session[CART_SESSION_KEY] = str(cart.id)
@@ -98,26 +104,35 @@ class Tab:
 
 
 def communicator(
-    session_key: str | None, origin: str = ALLOWED_ORIGIN, page: str = "/"
+    session_key: str | None = None,
+    origin: str = ALLOWED_ORIGIN,
+    page: str = "/",
+    cookie: str | None = None,
+    client: tuple[str, int] | None = None,
 ) -> WebsocketCommunicator:
+    """A shopper socket's handshake with the session cookie of `session_key` and/or the
+    Cookie header `cookie`, from ASGI client address `client`."""
     headers = [(b"host", b"127.0.0.1:8000"), (b"origin", origin.encode())]
+    cookies = [cookie] if cookie else []
     if session_key is not None:
-        headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={session_key}".encode()))
-    return WebsocketCommunicator(application, f"/ws/cart/?page={page}", headers=headers)
+        cookies.append(f"{settings.SESSION_COOKIE_NAME}={session_key}")
+    if cookies:
+        headers.append((b"cookie", "; ".join(cookies).encode()))
+    comm = WebsocketCommunicator(application, f"/ws/cart/?page={page}", headers=headers)
+    if client is not None:
+        comm.scope["client"] = client  # (before the application first runs)
+    return comm
 
 
 @pytest.fixture
 async def open_tab() -> AsyncIterator[Callable[..., Any]]:
-    """open_tab(cart) connects a shopper socket for the cart and consumes its first cart
-    message (returned as tab.first); every tab is disconnected at the end of the test."""
+    """open_tab(cart) connects a shopper socket of an anonymous browser whose cart cookie
+    names the cart, and consumes its first cart message (returned as tab.first); every tab
+    is disconnected at the end of the test."""
     communicators: list[WebsocketCommunicator] = []
-    sessions: dict[str, str] = {}  # tabs of one cart share the browser's session
 
     async def open_(cart: Cart, page: str = "/") -> Tab:
-        key = sessions.get(str(cart.id))
-        if key is None:
-            key = sessions[str(cart.id)] = await database_sync_to_async(session_with_cart)(cart)
-        comm = communicator(key, page=page)
+        comm = communicator(page=page, cookie=cart_cookie(cart))
         communicators.append(comm)
         connected, _ = await comm.connect()
         assert connected

@@ -4,17 +4,20 @@ import threading
 import time
 
 import pytest
+from django.conf import settings
 from django.db import connection
 
 from shop import carts
+from shop.identity import cart_cookie_value
 from shop.models import Cart, CartItem, Item
-from tests.shop.conftest import cart_state, session_with_cart
+from tests.shop.conftest import cart_state
 
 pytestmark = pytest.mark.usefixtures("django_database")  # on SQLite and on PostgreSQL
 
 
 def client_for(client, cart):
-    client.cookies["sessionid"] = session_with_cart(cart)
+    """The client as the anonymous browser whose cart cookie names `cart`."""
+    client.cookies[settings.CART_COOKIE_NAME] = cart_cookie_value(str(cart.id))
     return client
 
 

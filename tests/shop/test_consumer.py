@@ -2,14 +2,24 @@
 
 import asyncio
 import json
+import uuid
 
 import pytest
 from channels.db import database_sync_to_async
+from django.conf import settings
+from django.core import signing
 from django.test import Client
 
-from shop.consumers import MAX_FRAME_BYTES, NO_CART_CLOSE_CODE, RATE_LIMIT, clean_page
+from shop.consumers import (
+    MAX_FRAME_BYTES,
+    NO_CART_CLOSE_CODE,
+    RATE_LIMIT,
+    ShoppingCartConsumer,
+    clean_page,
+)
+from shop.login_state import LOGIN_CHANGED_CLOSE_CODE
 from shop.models import Cart, CartItem, Item
-from tests.shop.conftest import cart_state, communicator, session_with_cart
+from tests.shop.conftest import cart_cookie, cart_state, communicator, session_with_cart
 
 # Consumers reach the database from worker threads, which only see committed data. Every
 # test runs on SQLite and on PostgreSQL.
@@ -67,8 +77,8 @@ async def test_add_item_sends_cart_then_ok_and_stores_it(catalogue, cart, open_t
     assert await state(cart) == (2, [(item.pk, 2)])
 
 
-@pytest.mark.parametrize("request_id", [None, 0, "x", [1, "two"], {"nested": {"a": [True]}}])
-async def test_request_id_is_echoed_whatever_json_it_is(catalogue, cart, open_tab, request_id):
+@pytest.mark.parametrize("request_id", [None, 0, -7, 2**53, -(2**53), "", "x", "é" * 64, "a1-b2"])
+async def test_a_valid_request_id_is_echoed(catalogue, cart, open_tab, request_id):
     tab = await open_tab(cart)
     replies = await tab.request(
         {"type": "add_item", "item_id": catalogue["plenty"].pk, "request_id": request_id}
@@ -78,6 +88,73 @@ async def test_request_id_is_echoed_whatever_json_it_is(catalogue, cart, open_ta
         {"type": "add_item", "item_id": catalogue["sold_out"].pk, "request_id": request_id}
     )
     assert replies[-1]["request_id"] == request_id
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize(
+    "request_id",
+    [
+        '[1, "two"]',
+        '{"nested": {"a": [true]}}',
+        "true",
+        "false",
+        "1.5",
+        "1.0",
+        "1e3",
+        str(2**53 + 1),
+        str(-(2**53) - 1),
+        json.dumps("x" * 65),
+        json.dumps("é" * 65),
+        nested(500),
+        nested(970),  # may parse, but its reply could not be encoded (RecursionError, 1011)
+    ],
+)
+async def test_any_other_request_id_is_invalid_and_changes_nothing(
+    catalogue, cart, open_tab, request_id
+):
+    """A request_id is null, an integer within +-2^53 or a string of at most 64 characters."""
+    other = await open_tab(cart, page="/checkout/")
+    tab = await open_tab(cart)
+    item_id = catalogue["plenty"].pk
+    text = f'{{"type": "add_item", "item_id": {item_id}, "request_id": {request_id}}}'
+    await tab.send_text(text)
+    error = await tab.receive()
+    assert error["type"] == "error" and error["code"] == "invalid_message"
+    assert "request_id" not in error  # it cannot be echoed
+    if not request_id.startswith("[["):  # (deeper ones may not even parse here)
+        assert "request_id" in error["message"]
+    assert await tab.nothing_more() and await other.nothing_more()
+    assert await state(cart) == (0, [])
+    replies = await tab.request({"type": "add_item", "item_id": catalogue["plenty"].pk})
+    assert replies[-1] == {"type": "ok", "request_id": None}
+
+
+async def test_a_reply_that_cannot_be_sent_still_reaches_the_other_tabs(
+    catalogue, cart, open_tab, monkeypatch
+):
+    """The change is stored; however sending to this tab fails (here its first send, the
+    new cart), every other tab of the cart hears of it: nothing is left half-published."""
+    other = await open_tab(cart, page="/")
+    comm = communicator(await database_sync_to_async(session_with_cart)(cart), page="/checkout/")
+    assert (await comm.connect())[0]
+    await comm.receive_from()  # its cart
+    sent = ShoppingCartConsumer.send_json
+
+    async def failing(self, payload):
+        if self.page == "/checkout/":  # the failing tab
+            raise RuntimeError("the client went away")
+        await sent(self, payload)
+
+    monkeypatch.setattr(ShoppingCartConsumer, "send_json", failing)
+    item = catalogue["plenty"]
+    await comm.send_to(text_data=json.dumps({"type": "add_item", "item_id": item.pk}))
+    with pytest.raises(RuntimeError):
+        await comm.wait(3)
+    assert await state(cart) == (1, [(item.pk, 1)])
+    assert_cart_message(await other.receive(), cart, [(item.pk, 1)])
 
 
 async def test_ok_without_request_id_carries_null(catalogue, cart, open_tab):
@@ -199,9 +276,9 @@ async def test_binary_frames_are_invalid(catalogue, cart, open_tab):
 
 async def test_a_frame_of_exactly_4_kib_is_accepted(catalogue, cart, open_tab):
     tab = await open_tab(cart)
-    message = {"type": "add_item", "item_id": catalogue["plenty"].pk, "request_id": ""}
+    message = {"type": "add_item", "item_id": catalogue["plenty"].pk, "pad": ""}
     padding = MAX_FRAME_BYTES - len(json.dumps(message).encode())
-    message["request_id"] = "é" * (padding // 2) + "x" * (padding % 2)
+    message["pad"] = "é" * (padding // 2) + "x" * (padding % 2)
     assert len(json.dumps(message, ensure_ascii=False).encode()) == MAX_FRAME_BYTES
     await tab.send_text(json.dumps(message, ensure_ascii=False))
     replies = [await tab.receive(), await tab.receive()]
@@ -312,22 +389,67 @@ async def test_disallowed_origin_is_refused_at_the_handshake(cart):
     await allowed.disconnect()
 
 
-@pytest.mark.parametrize("session", ["none", "empty", "deleted_cart"])
-async def test_a_session_without_a_cart_gets_no_cart_and_is_closed(cart, session):
-    if session == "none":
-        key = None
-    elif session == "empty":
+@pytest.mark.parametrize("cookies", ["none", "empty_session", "forged", "wrong_salt"])
+async def test_a_handshake_that_names_no_cart_gets_no_cart_and_is_closed(cart, cookies):
+    key, cookie = None, None
+    if cookies == "empty_session":
         key = await database_sync_to_async(session_with_cart)(None)
-    else:
-        key = await database_sync_to_async(session_with_cart)(cart)
-        await database_sync_to_async(cart.delete)()
-    comm = communicator(key)
+    elif cookies == "forged":
+        cookie = f"{settings.CART_COOKIE_NAME}={cart.id}"  # unsigned
+    elif cookies == "wrong_salt":
+        cookie = f"{settings.CART_COOKIE_NAME}={signing.Signer().sign(str(cart.id))}"
+    comm = communicator(key, cookie=cookie)
     connected, _ = await comm.connect()
     assert connected
     error = json.loads(await comm.receive_from())
     assert error["type"] == "error" and error["code"] == "no_cart"
     closed = await comm.receive_output()
     assert closed == {"type": "websocket.close", "code": NO_CART_CLOSE_CODE}
+
+
+async def test_a_cart_without_a_row_is_empty_and_its_first_change_creates_it(catalogue, open_tab):
+    """A page view names a cart without writing it (shop.identity): the socket shows it
+    empty, and the first add_item creates its row, anonymous."""
+    cart_id = str(uuid.uuid4())
+    tab = await open_tab(cart_id)
+    assert tab.first == {
+        "type": "cart",
+        "cart": {"id": cart_id, "items": [], "total_quantity": 0},
+    }
+    assert not await database_sync_to_async(Cart.objects.filter(pk=cart_id).exists)()
+    item = catalogue["plenty"]
+    [error] = await tab.request({"type": "remove_item", "item_id": item.pk})
+    assert error["code"] == "not_found"
+    [error] = await tab.request({"type": "add_item", "item_id": catalogue["sold_out"].pk})
+    assert error["code"] == "out_of_stock"
+    assert not await database_sync_to_async(Cart.objects.filter(pk=cart_id).exists)()
+    cart_msg, ok = await tab.request({"type": "add_item", "item_id": item.pk})
+    assert ok["type"] == "ok" and cart_msg["cart"]["id"] == cart_id
+    cart = await database_sync_to_async(Cart.objects.get)(pk=cart_id)
+    assert cart.user_id is None
+    assert await state(cart) == (1, [(item.pk, 1)])
+
+
+async def test_a_session_from_before_the_cart_cookie_still_names_its_cart(catalogue, cart):
+    await database_sync_to_async(CartItem.objects.create)(
+        cart=cart, item=catalogue["plenty"], quantity=2
+    )
+    comm = communicator(await database_sync_to_async(session_with_cart)(cart))
+    assert (await comm.connect())[0]
+    assert_cart_message(json.loads(await comm.receive_from()), cart, [(catalogue["plenty"].pk, 2)])
+    await comm.disconnect()
+
+
+async def test_an_anonymous_socket_never_opens_a_users_cart(catalogue, cart, django_user_model):
+    """A cart cookie whose cart now belongs to a user (the browser logged in, then out, or
+    the cookie was planted) opens nothing: closed as a changed login (the page reloads and
+    gets a fresh cart)."""
+    user = await database_sync_to_async(django_user_model.objects.create_user)("ann")
+    await database_sync_to_async(Cart.objects.filter(pk=cart.pk).update)(user=user)
+    comm = communicator(cookie=cart_cookie(cart))
+    assert (await comm.connect())[0]
+    closed = await comm.receive_output()
+    assert closed == {"type": "websocket.close", "code": LOGIN_CHANGED_CLOSE_CODE}
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,20 @@
 """Storefront pages and the session cart."""
 
 import re
+import uuid
+from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.sessions.models import Session
+from django.utils import timezone
 
+from shop import carts
 from shop.carts import CART_SESSION_KEY
+from shop.identity import cart_id_from_cookie
 from shop.models import Cart, CartItem
+from tests.shop.conftest import session_with_cart
 
 pytestmark = pytest.mark.usefixtures("django_database")  # on SQLite and on PostgreSQL
 
@@ -32,23 +40,61 @@ def test_home_lists_released_products_with_stock_levels(client, catalogue):
     assert 'src="/static/shop/cart.js"' in page
 
 
-def test_first_page_view_creates_the_cart_and_keeps_it(client, catalogue):
+def cookie_cart_id(client) -> str:
+    """The cart id named by the client's cart cookie (checked: it must be genuine)."""
+    cart_id = cart_id_from_cookie(client.cookies[settings.CART_COOKIE_NAME].value)
+    assert cart_id is not None
+    return cart_id
+
+
+@pytest.mark.parametrize("path", ["/", "/products/test-boot/", "/checkout/", "/no-such-page/"])
+def test_a_page_view_without_cookies_writes_nothing(client, catalogue, path):
+    """A crawler fills no table: neither a session nor a cart row."""
+    before = (Session.objects.count(), Cart.objects.count())
+    response = client.get(path)
+    assert (Session.objects.count(), Cart.objects.count()) == before == (0, 0)
+    if response.status_code == 200:  # a storefront page names the cart in a signed cookie
+        morsel = response.cookies[settings.CART_COOKIE_NAME]
+        assert morsel["httponly"] and morsel["samesite"] == "Lax"
+        assert int(morsel["max-age"]) == settings.SESSION_COOKIE_AGE
+        assert f'data-cart-id="{cookie_cart_id(client)}"' in response.content.decode()
+
+
+def test_the_cart_cookie_keeps_naming_the_same_cart(client, catalogue):
     client.get("/")
-    cart_id = client.session[CART_SESSION_KEY]
-    assert Cart.objects.filter(pk=cart_id, user=None).exists()
+    cart_id = cookie_cart_id(client)
     client.get("/products/test-boot/")
     client.get("/checkout/")
-    assert client.session[CART_SESSION_KEY] == cart_id
-    assert Cart.objects.count() == 1
+    assert cookie_cart_id(client) == cart_id
+    assert Cart.objects.count() == 0
+    # A forged cookie (not signed by the site) names nothing: the visitor gets a fresh cart.
+    client.cookies[settings.CART_COOKIE_NAME] = str(uuid.uuid4())
+    client.get("/")
+    assert cookie_cart_id(client) not in {cart_id, None}
 
 
 def test_cart_widget_shows_the_cart(client, catalogue):
     client.get("/")
-    cart = Cart.objects.get()
+    cart = Cart.objects.create(pk=cookie_cart_id(client))
     CartItem.objects.create(cart=cart, item=catalogue["plenty"], quantity=3)
     page = client.get("/products/test-boot/").content.decode()
     assert re.search(r'id="cart-count" data-count="3">3<', page)
     assert f'data-remove="{catalogue["plenty"].pk}"' in page
+
+
+def test_a_page_view_marks_an_old_cart_as_seen_once_a_day(client, catalogue):
+    """Viewing the shop keeps a cart from looking abandoned to purge_carts."""
+    client.get("/")
+    cart = Cart.objects.create(pk=cookie_cart_id(client))
+    long_ago = timezone.now() - timedelta(days=20)
+    Cart.objects.filter(pk=cart.pk).update(updated_at=long_ago)
+    client.get("/")
+    cart.refresh_from_db()
+    assert cart.updated_at > long_ago + timedelta(days=19)
+    seen = cart.updated_at
+    client.get("/")
+    cart.refresh_from_db()
+    assert cart.updated_at == seen  # not again within a day
 
 
 def test_product_page(client, catalogue):
@@ -64,27 +110,66 @@ def test_unreleased_and_unknown_products_are_404(client, catalogue, slug):
     assert client.get(f"/products/{slug}/").status_code == 404
 
 
-def test_login_keeps_the_session_cart_and_links_it(client, catalogue):
+def login(client, username: str, password: str):
+    return client.post("/accounts/login/", {"username": username, "password": password})
+
+
+def test_login_keeps_the_anonymous_cart_and_links_it(client, catalogue):
     user = get_user_model().objects.create_user("ann", password="pw-ann-123")
     client.get("/")
-    cart = Cart.objects.get()
+    cart = Cart.objects.create(pk=cookie_cart_id(client))
     CartItem.objects.create(cart=cart, item=catalogue["plenty"], quantity=1)
-    response = client.post("/accounts/login/", {"username": "ann", "password": "pw-ann-123"})
+    response = login(client, "ann", "pw-ann-123")
     assert response.status_code == 302
     assert client.session[CART_SESSION_KEY] == str(cart.id)
     cart.refresh_from_db()
     assert cart.user == user
+    page = client.get("/").content.decode()
+    assert re.search(r'id="cart-count" data-count="1">1<', page)
     # Logging in again from another browser reopens the same cart.
     other = type(client)()
-    other.post("/accounts/login/", {"username": "ann", "password": "pw-ann-123"})
+    login(other, "ann", "pw-ann-123")
     assert other.session[CART_SESSION_KEY] == str(cart.id)
 
 
-def test_logged_in_users_new_cart_is_linked(client, catalogue):
+def test_login_keeps_a_cart_of_a_session_from_before_the_cart_cookie(client, catalogue, cart):
+    get_user_model().objects.create_user("ann", password="pw-ann-123")
+    client.cookies[settings.SESSION_COOKIE_NAME] = session_with_cart(cart)
+    login(client, "ann", "pw-ann-123")
+    assert client.session[CART_SESSION_KEY] == str(cart.id)
+    cart.refresh_from_db()
+    assert cart.user.username == "ann"
+
+
+def test_after_logout_the_browser_gets_a_fresh_cart(client, catalogue):
+    """The cookie still names the cart the login took over; it is the user's now."""
+    get_user_model().objects.create_user("ann", password="pw-ann-123")
+    client.get("/")
+    cart = Cart.objects.create(pk=cookie_cart_id(client))
+    CartItem.objects.create(cart=cart, item=catalogue["plenty"], quantity=1)
+    login(client, "ann", "pw-ann-123")
+    client.post("/accounts/logout/")
+    page = client.get("/").content.decode()
+    assert re.search(r'id="cart-count" data-count="0">0<', page)
+    assert cookie_cart_id(client) != str(cart.id)
+    cart.refresh_from_db()
+    assert cart.user.username == "ann" and cart.lines.count() == 1
+
+
+def test_a_logged_in_users_cart_is_created_for_them_by_the_first_change(client, catalogue):
     user = get_user_model().objects.create_user("bob", password="pw-bob-123")
     client.force_login(user)
     client.get("/")
+    cart_id = client.session[CART_SESSION_KEY]
+    client.get("/checkout/")
+    assert client.session[CART_SESSION_KEY] == cart_id
+    assert not Cart.objects.exists()
+    carts.add_item(cart_id, catalogue["plenty"].pk, user.pk)
     assert Cart.objects.get().user == user
+    # An anonymous change of a user's cart is refused and changes nothing.
+    with pytest.raises(carts.NotYourCart):
+        carts.add_item(cart_id, catalogue["plenty"].pk, None)
+    assert Cart.objects.get().lines.get().quantity == 1
 
 
 def test_login_page_renders_in_the_site_layout(client):

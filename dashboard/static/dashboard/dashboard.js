@@ -7,6 +7,7 @@ const MAX_SHOPPER_ROWS = 100;
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 30_000;
 const NOT_STAFF_CLOSE_CODE = 4403;
+const LOGIN_CHANGED_CLOSE_CODE = 4002; // its session logged out or in again
 
 const root = document.getElementById("dashboard");
 const statusText = root.querySelector("[data-status]");
@@ -61,6 +62,12 @@ async function connect() {
   socket.addEventListener("close", (event) => {
     if (event.code === NOT_STAFF_CLOSE_CODE) {
       window.location.reload();
+      return;
+    }
+    if (event.code === LOGIN_CHANGED_CLOSE_CODE) {
+      // (a moment later: a login in another tab may still be setting its session cookie)
+      setState("reconnecting", "Logged out or in again: reloading…");
+      window.setTimeout(() => window.location.reload(), 1000);
       return;
     }
     retry();

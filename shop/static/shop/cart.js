@@ -2,6 +2,15 @@
 // live. Server-rendered markup works before the socket connects; this module takes over.
 
 const NO_CART_CLOSE_CODE = 4001;
+// The login state this page was opened under has ended (login, logout, cart re-linked): a
+// fresh page view carries the new one (its cart cookie, its header). Not at once: the
+// login's own response may still be setting the new session cookie.
+const LOGIN_CHANGED_CLOSE_CODE = 4002;
+const RELOAD_DELAY_MS = 1000;
+const RELOADED_KEY = "live-carts:reloaded-for-login";
+// Too many pages of the shop are open from here (per shopper, per address): retrying would
+// be refused the same way until some close.
+const TOO_MANY_SOCKETS_CLOSE_CODE = 4029;
 const ERROR_TEXT = {
   out_of_stock: "Sorry, not enough stock for that size.",
   not_found: "That item is no longer for sale.",
@@ -124,7 +133,7 @@ function onMessage(event) {
     case "error":
       settle(message.request_id);
       setStatus(ERROR_TEXT[message.code] || message.message, true);
-      if (message.code !== "no_cart") panel.hidden = false;
+      if (message.code !== "no_cart" && message.code !== "too_many_sockets") panel.hidden = false;
       break;
   }
 }
@@ -146,9 +155,30 @@ function connect() {
       setStatus("Your session has no cart. Reload the page.", true);
       return;
     }
+    if (event.code === LOGIN_CHANGED_CLOSE_CODE) {
+      reloadForNewLogin();
+      return;
+    }
+    if (event.code === TOO_MANY_SOCKETS_CLOSE_CODE) {
+      setStatus("Too many pages of the shop are open. Close some, then reload this one.", true);
+      return;
+    }
     setTimeout(connect, retryDelay);
     retryDelay = Math.min(retryDelay * 2, 10000);
   });
+}
+
+function reloadForNewLogin() {
+  // At most one automatic reload in 10 s: should the new page be closed the same way (it
+  // never should), the shopper is asked instead of the page reloading in a loop.
+  const last = Number(window.sessionStorage.getItem(RELOADED_KEY) || 0);
+  if (Date.now() - last < 10000) {
+    setStatus("You logged in or out in another tab. Reload the page.", true);
+    return;
+  }
+  setStatus("You logged in or out in another tab: reloading…");
+  window.sessionStorage.setItem(RELOADED_KEY, String(Date.now()));
+  setTimeout(() => window.location.reload(), RELOAD_DELAY_MS);
 }
 
 checkoutEl?.querySelector("form")?.addEventListener("submit", () => {
