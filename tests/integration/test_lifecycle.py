@@ -8,10 +8,9 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
-from dashboard.tokens import issue_token
 from shop.consumers import SHUTTING_DOWN_CLOSE_CODE
 from tests.cluster.tcp_proxy import TcpProxy
-from tests.dashboard.conftest import staff_socket
+from tests.dashboard.conftest import staff_socket_of
 from tests.shop.conftest import communicator, session_with_cart
 from tests.tracker.conftest import FAST, eventually
 from tracker import Tracker
@@ -63,7 +62,7 @@ async def test_a_staff_socket_during_shutdown_is_refused_cleanly(transactional_d
     from django.contrib.auth import get_user_model
 
     staff = await get_user_model().objects.acreate_user("boss", password="pw", is_staff=True)
-    socket = staff_socket(issue_token(staff))
+    socket = await staff_socket_of(staff)
     connected, _ = await socket.connect()
     assert not connected
 
