@@ -110,6 +110,8 @@ async def hunt(args: argparse.Namespace) -> Counter:
         while loop.time() < until:
             await work.step()
             await asyncio.sleep(rng.uniform(0, 0.05))
+            if rng.random() < args.stalls / 10:
+                stall(loop, FAST["down_period"] * rng.uniform(0.8, 1.5))
         if rng.random() < args.stalls:
             stall(loop, FAST["down_period"] * rng.uniform(0.8, 1.5))
         bus.heal()
