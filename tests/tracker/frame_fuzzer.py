@@ -15,11 +15,13 @@ Every kind but `replayed` must be rejected; `expected_reason` says with which re
 
 from __future__ import annotations
 
+import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgpack
+import redis.asyncio as aioredis
 
 from tracker import wire
 
@@ -88,11 +90,13 @@ class FrameFuzzer:
         if kind == "random":
             return rng.randbytes(rng.randrange(0, 200))
         if kind == "mutated":
-            frame = bytearray(rng.choice(self.genuine))
+            original = rng.choice(self.genuine)
+            frame = bytearray(original)
             cut = rng.randrange(3)
             if cut == 0:
-                for _ in range(rng.randrange(1, 4)):
-                    frame[rng.randrange(5, len(frame))] ^= 1 << rng.randrange(8)
+                while frame == original:  # two flips of one bit would undo each other
+                    for _ in range(rng.randrange(1, 4)):
+                        frame[rng.randrange(5, len(frame))] ^= 1 << rng.randrange(8)
             elif cut == 1:
                 del frame[rng.randrange(6, len(frame)) :]
             else:
@@ -127,3 +131,23 @@ def _kind(frame: bytes, signed: bool) -> str | None:
         return body_of(frame, signed).get("t")
     except Exception:
         return None
+
+
+async def capture(url: str, channels: list[str], until: Awaitable[Any]) -> list[bytes]:
+    """The frames published on `channels` while `until` (a coroutine) runs."""
+    client = aioredis.Redis.from_url(url)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(*channels)
+    frames: list[bytes] = []
+
+    async def listen() -> None:
+        async for message in pubsub.listen():
+            frames.append(message["data"])
+
+    listener = asyncio.create_task(listen())
+    await until
+    await asyncio.sleep(0.1)
+    listener.cancel()
+    await pubsub.aclose()
+    await client.aclose()
+    return frames

@@ -13,29 +13,9 @@ import redis.asyncio as aioredis
 from tracker import wire
 
 from .conftest import Workload, converged, eventually
-from .frame_fuzzer import KINDS, FrameFuzzer
+from .frame_fuzzer import KINDS, FrameFuzzer, capture
 
 SECRET = "fuzz-secret"
-
-
-async def capture(url: str, channels: list[str], until) -> list[bytes]:  # noqa: ANN001
-    """The frames published on `channels` while `until` (a coroutine) runs."""
-    client = aioredis.Redis.from_url(url)
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
-    await pubsub.subscribe(*channels)
-    frames: list[bytes] = []
-
-    async def listen() -> None:
-        async for message in pubsub.listen():
-            frames.append(message["data"])
-
-    listener = asyncio.create_task(listen())
-    await until
-    await asyncio.sleep(0.1)
-    listener.cancel()
-    await pubsub.aclose()
-    await client.aclose()
-    return frames
 
 
 async def test_a_frame_of_the_wrong_shape_does_not_silence_a_replica(make_tracker, redis_server):
