@@ -49,10 +49,9 @@ from tracker import LocalBus, Tracker  # noqa: E402
 
 def doubles(tracker: Tracker, topics) -> int:
     count = 0
-    for shard in tracker.shards:
-        for topic in topics:
-            identities = [(r.replica, r.conn, r.key) for r in shard.state.rows(topic)]
-            count += len(identities) - len(set(identities))
+    for topic in topics:
+        identities = [(r.replica, r.conn, r.key) for r in tracker.rows(topic)]
+        count += len(identities) - len(set(identities))
     return count
 
 

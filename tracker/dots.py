@@ -29,11 +29,6 @@ class SeenDots:
         return i >= 0 and cloud[i][0] <= dot <= cloud[i][1]
 
     @property
-    def highest(self) -> int:
-        """The highest dot seen (equals `contiguous` when there is no gap)."""
-        return self.cloud[-1][1] if self.cloud else self.contiguous
-
-    @property
     def has_gaps(self) -> bool:
         return bool(self.cloud)
 
@@ -66,11 +61,6 @@ class SeenDots:
 
     def add(self, dot: int) -> None:
         self.add_range(dot, dot)
-
-    def copy(self) -> SeenDots:
-        other = SeenDots(self.contiguous)
-        other.cloud = list(self.cloud)
-        return other
 
     def __eq__(self, other: object) -> bool:
         return (

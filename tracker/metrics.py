@@ -174,9 +174,8 @@ def _health(tracker: Tracker) -> Iterator[Metric]:
 
 def _presences(tracker: Tracker, topics: tuple[str, ...]) -> GaugeMetricFamily:
     counts = dict.fromkeys(topics, 0)
-    for shard in tracker.shards:
-        for topic, keys in shard.state.topics.items():
-            counts[topic] = sum(len(rows) for rows in keys.values())
+    for topic in tracker.topics():
+        counts[topic] = tracker.count(topic)
     family = GaugeMetricFamily(
         "tracker_presences", "Presences visible on this replica.", labels=["topic"]
     )

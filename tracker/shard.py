@@ -49,7 +49,7 @@ from typing import Any
 from . import wire
 from .conf import TrackerOptions
 from .deltas import Presence
-from .state import UP, State
+from .state import UP, NotTracked, State
 
 logger = logging.getLogger("tracker")
 
@@ -98,7 +98,7 @@ class Shard:
     ) -> None:
         self.index = index
         self.options = options
-        self.state = State(replica, options.max_delta_sizes)
+        self._state = State(replica, options.max_delta_sizes)
         self.observer = observer  # an observer tracks nothing and is not listed by peers
         self.codec = codec or wire.Codec()
         self._send = send
@@ -127,7 +127,78 @@ class Shard:
 
     @property
     def replica(self) -> str:
-        return self.state.replica
+        return self._state.replica
+
+    # -- local operations ----------------------------------------------------------------
+
+    def track(self, conn: str, topic: str, key: str, meta: dict[str, Any]) -> Presence:
+        """Track a row of ours (raises AlreadyTracked); peers hear of it soon."""
+        row = self._state.join(conn, topic, key, meta)
+        self._emit([row], [])
+        self.changed()
+        return row
+
+    def update(self, conn: str, topic: str, key: str, meta: dict[str, Any]) -> Presence:
+        """Replace a row's meta (raises NotTracked); returns the new row."""
+        joins, leaves = self._state.update(conn, topic, key, meta)
+        self._emit(joins, leaves)
+        self.changed()
+        return joins[0]
+
+    def untrack(self, conn: str, topic: str, key: str) -> Presence | None:
+        """Stop tracking a row; None if it was not tracked."""
+        try:
+            row = self._state.leave(conn, topic, key)
+        except NotTracked:
+            return None
+        self._emit([], [row])
+        self.changed()
+        return row
+
+    def untrack_conn(self, conn: str) -> list[Presence]:
+        """Stop tracking every row of `conn` on this shard."""
+        rows = self._state.leave_conn(conn)
+        if rows:
+            self._emit([], rows)
+            self.changed()
+        return rows
+
+    # -- reads (local memory) ------------------------------------------------------------
+
+    @property
+    def clock(self) -> int:
+        return self._state.clock
+
+    def list(self, topic: str) -> list[tuple[str, dict[str, Any]]]:
+        return self._state.list(topic)
+
+    def get_by_key(self, topic: str, key: str) -> list[tuple[str, dict[str, Any]]]:
+        return self._state.get_by_key(topic, key)
+
+    def rows(self, topic: str) -> list[Presence]:
+        return self._state.rows(topic)
+
+    def by_key(self, topic: str) -> dict[str, list[Presence]]:
+        return self._state.by_key(topic)
+
+    def count(self, topic: str) -> int:
+        return self._state.count(topic)
+
+    def topics(self) -> list[str]:
+        return self._state.topics()
+
+    def owned(self) -> int:
+        """How many rows we track ourselves."""
+        return self._state.held(self.replica)
+
+    def replicas(self) -> dict[str, str]:
+        """Every peer known to this shard, and its status."""
+        return self._state.replicas()
+
+    def catching_up(self) -> bool:
+        """Whether we still lack dots that a peer that is up has announced."""
+        state = self._state
+        return any(state.behind(p) for p, status in state.replicas().items() if status == UP)
 
     # -- local changes -------------------------------------------------------------------
 
@@ -149,7 +220,7 @@ class Shard:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        delta = self.state.take_delta()
+        delta = self._state.take_delta()
         # A timer fires a little late (asyncio rounds its wait up to whole milliseconds):
         # count the next period from when it was due, so that under steady changes a
         # heartbeat goes out every period, not every period plus the lateness.
@@ -178,7 +249,7 @@ class Shard:
         now = self._now()
         options = self.options
         if self._flush_handle is None and (
-            self.state.has_pending_delta
+            self._state.has_pending_delta
             or now - self._last_sent >= options.silent_heartbeat_interval - 1e-9
         ):
             self.flush()
@@ -187,16 +258,16 @@ class Shard:
             if silent >= options.permdown_period:
                 logger.info("replica %s permanently down (silent %.1f s)", peer, silent)
                 self._forget(peer)
-            elif silent >= options.down_period and self.state.replicas.get(peer) == UP:
+            elif silent >= options.down_period and self._state.status_of(peer) == UP:
                 logger.warning("replica %s down (silent %.1f s)", peer, silent)
-                self._emit([], self.state.replica_down(peer))
+                self._emit([], self._state.replica_down(peer))
         for peer, (_, heard) in list(self.incompatible.items()):
             if now - heard >= options.permdown_period:
                 del self.incompatible[peer]
         self._ticks += 1
         if self._ticks % options.clock_sample_periods == 0:
-            for peer, status in self.state.replicas.items():
-                if status == UP and self.state.behind(peer):
+            for peer, status in self._state.replicas().items():
+                if status == UP and self._state.behind(peer):
                     self.request_transfer(peer)
 
     def request_transfer(self, peer: str, *, force: bool = False) -> None:
@@ -206,13 +277,13 @@ class Shard:
             return  # an answer is probably on its way
         self._requested[peer] = now
         self.stats.transfers_requested += 1
-        since = self.state.seen[peer].contiguous if peer in self.state.seen else 0
+        since = self._state.seen_up_to(peer)
         self._out(peer, self.codec.encode_request(self.replica, since))
 
     def reconnected(self) -> None:
         """The transport lost messages for a while: announce ourselves and catch up."""
         self.flush()
-        for peer in list(self.state.replicas):
+        for peer in self._state.replicas():
             self.request_transfer(peer, force=True)
 
     def goodbye(self) -> None:
@@ -295,7 +366,7 @@ class Shard:
         if message.observer:
             self._send_transfer(sender, 0)  # an observer reads the cluster: give it our rows
             return
-        if sender not in self.state.replicas:
+        if self._state.status_of(sender) is None:
             if not self._welcome(sender, message.age):
                 return
             if not self.observer:
@@ -308,7 +379,7 @@ class Shard:
         sender = message.sender
         self._requested.pop(sender, None)
         self.stats.transfers_received += 1
-        if sender not in self.state.replicas:
+        if self._state.status_of(sender) is None:
             # A greeting from a replica we have not heard yet, or an observer's empty answer.
             if message.observer or not self._welcome(sender, message.age):
                 return
@@ -372,30 +443,30 @@ class Shard:
         sender = message.sender
         now = self.last_heard[sender] = self._now()
         self._started[sender] = min(self._started[sender], now - message.age)
-        if self.state.replicas.get(sender) not in (None, UP):
+        if self._state.status_of(sender) not in (None, UP):
             logger.warning("replica %s up again", sender)
         started = time.perf_counter()
-        joins, leaves = self.state.merge(message.delta)
+        joins, leaves = self._state.merge(message.delta)
         self.stats.merges += 1
         self.stats.merge_seconds += time.perf_counter() - started
         if joins or leaves:
             self._emit(joins, leaves)
-        if self.state.behind(sender):
+        if self._state.behind(sender):
             self.request_transfer(sender)
 
     def _send_transfer(self, to: str, since: int) -> None:
         """What `to`, having our dots up to `since`, lacks: a delta or our full state."""
         started = time.perf_counter()
-        if since > 0 and self.state.generations.covering(since) is None:
+        if since > 0 and not self._state.delta_covers(since):
             self.stats.full_transfers_sent += 1
-        delta = self.state.extract(since)
+        delta = self._state.extract(since)
         self.stats.extracts += 1
         self.stats.extract_seconds += time.perf_counter() - started
         self.stats.transfers_sent += 1
         self._out(to, self._encode_delta(wire.TRANSFER, delta))
 
     def _forget(self, peer: str, *, for_good: bool = False) -> None:
-        self._emit([], self.state.replica_permdown(peer))
+        self._emit([], self._state.replica_permdown(peer))
         self.last_heard.pop(peer, None)
         self._requested.pop(peer, None)
         self._started.pop(peer, None)
@@ -410,18 +481,18 @@ class Shard:
     def peers(self) -> dict[str, dict[str, Any]]:
         """Per known peer: status, announced clock, what we hold, seconds since heard."""
         now = self._now()
-        state = self.state
+        state = self._state
         return {
             peer: {
                 "status": status,
-                "clock": state.peer_clocks.get(peer, 0),
-                "seen": state.seen[peer].contiguous if peer in state.seen else 0,
-                "rows": len(state.owned.get(peer, ())),
+                "clock": state.announced(peer),
+                "seen": state.seen_up_to(peer),
+                "rows": state.held(peer),
                 "last_heartbeat_age": round(now - self.last_heard[peer], 3)
                 if peer in self.last_heard
                 else None,
             }
-            for peer, status in state.replicas.items()
+            for peer, status in state.replicas().items()
         }
 
     def recent_incompatible(self, within: float) -> dict[str, str]:

@@ -12,6 +12,17 @@ leaves a gap that a transfer fills).
 
 Rows of a replica marked down stay stored but hidden (so they come back if it does);
 permdown purges them. Every operation returns the visible changes it caused.
+
+Each replica serves only its own rows: `extract` answers with the rows this replica owns,
+never with rows it merged from others (no relaying), so a stale copy can never overwrite
+newer data of their owner. The price is that a replica sees another's rows only over a
+direct link to it: in a partial mesh (A hears B and B hears C, but A does not hear C), A
+never sees C's rows and takes C for down, whatever B knows. Redis pub/sub is a full mesh as
+long as every replica reaches the one Redis; docs/architecture.md says more.
+
+Invariant: at most one visible row per owner, topic, conn and key. The owner keeps one
+version of a row at a time, so when a row arrives whose older version we still hold (its
+removal was in a delta we missed), the newer dot wins.
 """
 
 from __future__ import annotations
@@ -37,66 +48,125 @@ class NotTracked(LookupError):
 
 
 class State:
+    """One replica's view: its own rows, the rows merged from its peers, what it has seen
+    of each owner's dots, and each peer's status. Read it through its methods; the
+    fields are private (the indexes must stay consistent with one another)."""
+
     def __init__(self, replica: str, max_delta_sizes: Iterable[int] = (100, 1000, 10000)) -> None:
-        self.replica = replica
-        self.seen: dict[str, SeenDots] = {replica: SeenDots()}
-        self.peer_clocks: dict[str, int] = {}  # the highest dot each peer has announced
-        self.replicas: dict[str, str] = {}  # peer -> UP / DOWN (never self)
+        self._replica = replica
+        self._seen: dict[str, SeenDots] = {replica: SeenDots()}
+        self._peer_clocks: dict[str, int] = {}  # the highest dot each peer has announced
+        self._replicas: dict[str, str] = {}  # peer -> UP / DOWN (never self)
         # Indexes. `owned` holds every stored row (visible or hidden) by owner and dot;
-        # `topics` only the visible ones; `conns` only our own, for leave and leave-all:
-        # per conn its one row itself, or {(topic, key): row} once it has had several
-        # (most connections hold one row; a dict and a tuple per row would cost ~280 B).
-        self.owned: dict[str, dict[int, Presence]] = {replica: {}}
-        self.topics: dict[str, dict[str, dict[Presence, None]]] = {}
-        self.conns: dict[str, Presence | dict[tuple[str, str], Presence]] = {}
+        # `topics` only the visible ones, per key the one row itself or, once a key has
+        # several, {row: None}; `conns` only our own, for leave and leave-all, per conn its
+        # one row itself or {(topic, key): row} once it has had several. Most keys and
+        # connections hold one row, and a dict per row would cost ~230 B of ~900.
+        self._owned: dict[str, dict[int, Presence]] = {replica: {}}
+        self._topics: dict[str, dict[str, Presence | dict[Presence, None]]] = {}
+        self._conns: dict[str, Presence | dict[tuple[str, str], Presence]] = {}
         self._delta = Delta(replica, 0, 0)
-        self.generations = DeltaGenerations(max_delta_sizes)
+        self._generations = DeltaGenerations(max_delta_sizes)
 
     # -- reads ---------------------------------------------------------------------------
 
     @property
+    def replica(self) -> str:
+        return self._replica
+
+    @property
     def clock(self) -> int:
         """Our own counter: the last dot we created."""
-        return self.seen[self.replica].contiguous
+        return self._seen[self._replica].contiguous
 
     def context(self) -> dict[str, int]:
         """The vector clock: per owner, the highest dot below which we have seen every dot."""
-        return {owner: dots.contiguous for owner, dots in self.seen.items()}
+        return {owner: dots.contiguous for owner, dots in self._seen.items()}
+
+    def knowledge(self) -> dict[str, tuple[int, tuple[tuple[int, int], ...]]]:
+        """Every dot seen, per owner: (contiguous prefix, the ranges seen beyond it)."""
+        return {owner: (d.contiguous, tuple(d.cloud)) for owner, d in self._seen.items()}
 
     def list(self, topic: str) -> list[tuple[str, dict[str, Any]]]:
-        keys = self.topics.get(topic)
+        keys = self._topics.get(topic)
         if not keys:
             return []
-        return [(key, row.meta) for key, rows in keys.items() for row in rows]
+        return [
+            (key, row.meta)
+            for key, held in keys.items()
+            for row in (held if type(held) is dict else (held,))
+        ]
 
     def get_by_key(self, topic: str, key: str) -> list[tuple[str, dict[str, Any]]]:
-        rows = self.topics.get(topic, {}).get(key, ())
-        return [(row.conn, row.meta) for row in rows]
+        return [(row.conn, row.meta) for row in self._key_rows(topic, key)]
 
     def rows(self, topic: str) -> list[Presence]:
-        return [row for rows in self.topics.get(topic, {}).values() for row in rows]
+        """The visible rows of `topic`."""
+        keys = self._topics.get(topic)
+        if not keys:
+            return []
+        return [row for held in keys.values() for row in (held if type(held) is dict else (held,))]
+
+    def by_key(self, topic: str) -> dict[str, list[Presence]]:
+        """The visible rows of `topic`, grouped by key."""
+        return {
+            key: list(held) if type(held) is dict else [held]
+            for key, held in self._topics.get(topic, {}).items()
+        }
+
+    def count(self, topic: str) -> int:
+        """How many rows of `topic` are visible."""
+        return sum(
+            len(held) if type(held) is dict else 1 for held in self._topics.get(topic, {}).values()
+        )
+
+    def topics(self) -> list[str]:
+        """The topics with visible rows."""
+        return list(self._topics)
 
     def visible(self) -> set[tuple[str, int]]:
         """Every visible row as its dot: what convergence is judged on."""
-        return {
-            (row.replica, row.clock)
-            for keys in self.topics.values()
-            for rows in keys.values()
-            for row in rows
-        }
+        return {(row.replica, row.clock) for topic in self._topics for row in self.rows(topic)}
+
+    def held(self, owner: str) -> int:
+        """How many rows of `owner` are stored (hidden ones included)."""
+        return len(self._owned.get(owner, ()))
+
+    def replicas(self) -> dict[str, str]:
+        """Every peer known, and its status (UP or DOWN)."""
+        return dict(self._replicas)
+
+    def status_of(self, peer: str) -> str | None:
+        """UP, DOWN, or None for a peer we do not know."""
+        return self._replicas.get(peer)
+
+    def seen_up_to(self, peer: str) -> int:
+        """The peer's dots we have all seen, 1 to this."""
+        dots = self._seen.get(peer)
+        return 0 if dots is None else dots.contiguous
+
+    def announced(self, peer: str) -> int:
+        """The highest dot the peer has announced to us."""
+        return self._peer_clocks.get(peer, 0)
 
     def behind(self, peer: str) -> bool:
         """True when we lack some of the peer's dots that it has announced."""
-        dots = self.seen.get(peer)
-        announced = self.peer_clocks.get(peer, 0)
+        dots = self._seen.get(peer)
+        announced = self._peer_clocks.get(peer, 0)
         if dots is None:
             return announced > 0
         return dots.has_gaps or dots.contiguous < announced
 
+    def _key_rows(self, topic: str, key: str) -> Iterable[Presence]:
+        held = self._topics.get(topic, {}).get(key)
+        if held is None:
+            return ()
+        return held if type(held) is dict else (held,)
+
     # -- local operations (we are the owner) ---------------------------------------------
 
     def _own_row(self, conn: str, topic: str, key: str) -> Presence | None:
-        held = self.conns.get(conn)
+        held = self._conns.get(conn)
         if held is None:
             return None
         if type(held) is dict:
@@ -104,7 +174,7 @@ class State:
         return held if held.topic == topic and held.key == key else None
 
     def join(self, conn: str, topic: str, key: str, meta: dict[str, Any]) -> Presence:
-        if conn in self.conns and self._own_row(conn, topic, key) is not None:
+        if conn in self._conns and self._own_row(conn, topic, key) is not None:
             raise AlreadyTracked(f"{conn!r} is already tracked on {topic!r} as {key!r}")
         return self._add_local(conn, topic, key, meta)
 
@@ -116,7 +186,7 @@ class State:
         return row
 
     def leave_conn(self, conn: str) -> list[Presence]:
-        held = self.conns.get(conn)
+        held = self._conns.get(conn)
         if held is None:
             return []
         rows = list(held.values()) if type(held) is dict else [held]
@@ -131,12 +201,12 @@ class State:
         return [new], [old]
 
     def _add_local(self, conn: str, topic: str, key: str, meta: dict[str, Any]) -> Presence:
-        dots = self.seen[self.replica]
+        dots = self._seen[self._replica]
         dots.contiguous += 1
-        row = Presence(topic, conn, key, meta, self.replica, dots.contiguous)
-        self.owned[self.replica][row.clock] = row
+        row = Presence(topic, conn, key, meta, self._replica, dots.contiguous)
+        self._owned[self._replica][row.clock] = row
         self._show(row)
-        conns = self.conns
+        conns = self._conns
         held = conns.get(conn)
         if held is None:
             conns[conn] = row
@@ -149,11 +219,11 @@ class State:
         return row
 
     def _remove_local(self, row: Presence) -> None:
-        dots = self.seen[self.replica]
+        dots = self._seen[self._replica]
         dots.contiguous += 1  # the leave's own dot: peers learn they missed nothing
-        del self.owned[self.replica][row.clock]
+        del self._owned[self._replica][row.clock]
         self._hide(row)
-        conns = self.conns
+        conns = self._conns
         held = conns[row.conn]
         if held is row:
             del conns[row.conn]
@@ -172,20 +242,24 @@ class State:
     def has_pending_delta(self) -> bool:
         return self._delta.end > self._delta.start
 
+    def delta_covers(self, since: int) -> bool:
+        """Whether `extract(since)` can answer with a delta rather than the full state."""
+        return self._generations.covering(since) is not None
+
     def take_delta(self) -> Delta:
         """Our changes since the last take (possibly empty), remembered in the generations."""
         delta = self._delta
-        self._delta = Delta(self.replica, delta.end, delta.end)
-        self.generations.push(delta)
+        self._delta = Delta(self._replica, delta.end, delta.end)
+        self._generations.push(delta)
         return delta
 
     def extract(self, since: int) -> Delta:
         """What a peer that has seen our dots up to `since` needs: a delta if one of the
         generations reaches back that far, else our full state. Changes not yet taken
         are included, so the answer is current."""
-        base = self.generations.covering(since)
+        base = self._generations.covering(since)
         if base is None or since > self.clock:
-            return Delta(self.replica, 0, self.clock, dict(self.owned[self.replica]))
+            return Delta(self._replica, 0, self.clock, dict(self._owned[self._replica]))
         answer = base.copy()
         answer.extend(self._delta)
         return answer
@@ -198,12 +272,12 @@ class State:
         stay out of view: they were reported gone when it went down).
         """
         owner = delta.replica
-        if owner == self.replica:
+        if owner == self._replica:
             raise ValueError("a replica never merges its own rows")
-        came_back = self.replicas.get(owner) == DOWN
-        self.replicas[owner] = UP
-        dots = self.seen.setdefault(owner, SeenDots())
-        held = self.owned.setdefault(owner, {})
+        came_back = self._replicas.get(owner) == DOWN
+        self._replicas[owner] = UP
+        dots = self._seen.setdefault(owner, SeenDots())
+        held = self._owned.setdefault(owner, {})
         joins: list[Presence] = []
         leaves: list[Presence] = []
 
@@ -253,46 +327,35 @@ class State:
         dots.add_range(start + 1, end)
         for dot in removed:
             dots.add(dot)
-        if end > self.peer_clocks.get(owner, 0):
-            self.peer_clocks[owner] = end
+        if end > self._peer_clocks.get(owner, 0):
+            self._peer_clocks[owner] = end
         return joins, leaves
 
     def _version_of(self, row: Presence) -> Presence | None:
         """The visible row of the same owner, topic, conn and key as `row`, if any."""
-        for other in self.topics.get(row.topic, {}).get(row.key, ()):
+        for other in self._key_rows(row.topic, row.key):
             if other.conn == row.conn and other.replica == row.replica:
                 return other
         return None
 
     # -- replica status ------------------------------------------------------------------
 
-    def replica_up(self, peer: str) -> list[Presence]:
-        """Mark a peer up (new, or back after a netsplit); its hidden rows reappear."""
-        status = self.replicas.get(peer)
-        self.replicas[peer] = UP
-        if status != DOWN:
-            return []
-        rows = list(self.owned.get(peer, {}).values())
-        for row in rows:
-            self._show(row)
-        return rows
-
     def replica_down(self, peer: str) -> list[Presence]:
         """Hide a silent peer's rows, keeping them in case it comes back."""
-        if self.replicas.get(peer) != UP:
+        if self._replicas.get(peer) != UP:
             return []
-        self.replicas[peer] = DOWN
-        rows = list(self.owned.get(peer, {}).values())
+        self._replicas[peer] = DOWN
+        rows = list(self._owned.get(peer, {}).values())
         for row in rows:
             self._hide(row)
         return rows
 
     def replica_permdown(self, peer: str) -> list[Presence]:
         """Forget a peer that is gone for good: its rows and its clock are purged."""
-        status = self.replicas.pop(peer, None)
-        rows = list(self.owned.pop(peer, {}).values())
-        self.seen.pop(peer, None)
-        self.peer_clocks.pop(peer, None)
+        status = self._replicas.pop(peer, None)
+        rows = list(self._owned.pop(peer, {}).values())
+        self._seen.pop(peer, None)
+        self._peer_clocks.pop(peer, None)
         if status != UP:
             return []
         for row in rows:
@@ -302,20 +365,25 @@ class State:
     # -- indexes -------------------------------------------------------------------------
 
     def _show(self, row: Presence) -> None:
-        keys = self.topics.get(row.topic)
+        keys = self._topics.get(row.topic)
         if keys is None:
-            keys = self.topics[row.topic] = {}
-        rows = keys.get(row.key)
-        if rows is None:
-            keys[row.key] = {row: None}
+            keys = self._topics[row.topic] = {}
+        held = keys.get(row.key)
+        if held is None:
+            keys[row.key] = row
+        elif type(held) is dict:
+            held[row] = None
         else:
-            rows[row] = None
+            keys[row.key] = {held: None, row: None}
 
     def _hide(self, row: Presence) -> None:
-        keys = self.topics[row.topic]
-        rows = keys[row.key]
-        del rows[row]
-        if not rows:
+        keys = self._topics[row.topic]
+        held = keys[row.key]
+        if held is row:
             del keys[row.key]
             if not keys:
-                del self.topics[row.topic]
+                del self._topics[row.topic]
+            return
+        del held[row]
+        if len(held) == 1:
+            keys[row.key] = next(iter(held))  # back to the lean form

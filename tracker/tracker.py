@@ -31,7 +31,7 @@ from .conf import TrackerOptions
 from .deltas import Presence
 from .diffs import Callback, Diff, DiffBuffer, Subscriber
 from .shard import Shard
-from .state import DOWN, UP, NotTracked
+from .state import DOWN, UP
 from .transports.base import Outgoing, Transport, TransportUnavailable, cancel_and_wait
 from .transports.local import LocalBus, LocalTransport, default_bus
 
@@ -210,12 +210,7 @@ class Tracker:
         listen = max(0.3, 2 * self.options.broadcast_period)
         await asyncio.sleep(min(listen, within))
         while loop.time() < deadline:
-            if not any(
-                shard.state.behind(peer)
-                for shard in self.shards
-                for peer, status in shard.state.replicas.items()
-                if status == UP
-            ):
+            if not any(shard.catching_up() for shard in self.shards):
                 return True
             await asyncio.sleep(0.02)
         return False
@@ -224,32 +219,20 @@ class Tracker:
 
     async def track(self, conn: str, topic: str, key: str, meta: dict[str, Any]) -> str:
         """Track `conn` on `topic` under `key`; returns the new row's ref.
-        Raises AlreadyTracked if that (conn, topic, key) is tracked already."""
+        Raises AlreadyTracked if that (conn, topic, key) is tracked already, InvalidMeta if
+        `meta` is not a dict that msgpack can carry."""
         shard = self._shard_for(topic, conn, key)
-        row = shard.state.join(conn, topic, key, wire.normalize_meta(meta))
-        if self._subscribers:
-            self._emit([row], [])
-        shard.changed()
-        return row.ref
+        return shard.track(conn, topic, key, wire.normalize_meta(meta, key)).ref
 
     async def update(self, conn: str, topic: str, key: str, meta: dict[str, Any]) -> str:
         """Replace the meta of a tracked row; returns the new ref (the old one leaves).
         Raises NotTracked if the row is not tracked."""
         shard = self._shard_for(topic, conn, key)
-        joins, leaves = shard.state.update(conn, topic, key, wire.normalize_meta(meta))
-        self._emit(joins, leaves)
-        shard.changed()
-        return joins[0].ref
+        return shard.update(conn, topic, key, wire.normalize_meta(meta, key)).ref
 
     async def untrack(self, conn: str, topic: str, key: str) -> None:
         """Stop tracking one row; untracking what is not tracked does nothing."""
-        shard = self._shard_for(topic, conn, key)
-        try:
-            row = shard.state.leave(conn, topic, key)
-        except NotTracked:
-            return
-        self._emit([], [row])
-        shard.changed()
+        self._shard_for(topic, conn, key).untrack(conn, topic, key)
 
     async def untrack_all(self, conn: str) -> None:
         """Stop tracking every row of `conn` (on every topic)."""
@@ -257,10 +240,7 @@ class Tracker:
         if not isinstance(conn, str):
             raise TypeError(f"conn must be a str, not {type(conn).__name__}")
         for shard in self.shards:
-            rows = shard.state.leave_conn(conn)
-            if rows:
-                self._emit([], rows)
-                shard.changed()
+            shard.untrack_conn(conn)
 
     def _shard_for(self, topic: str, conn: str, key: str) -> Shard:
         # On every write: the checks are spelled out so that the common case stays cheap.
@@ -288,30 +268,47 @@ class Tracker:
 
     # -- reads (local memory) ------------------------------------------------------------
 
-    def _state_for(self, topic: str):
-        return self.shards[self._shard_index(topic)].state if self.shards else None
+    def _shard_of(self, topic: str) -> Shard | None:
+        return self.shards[self._shard_index(topic)] if self.shards else None
 
     def list(self, topic: str) -> list[tuple[str, dict[str, Any]]]:
         """Every visible presence on `topic` as (key, meta)."""
-        state = self._state_for(topic)
-        if state is None:
+        shard = self._shard_of(topic)
+        if shard is None:
             return []
         with _gc_deferred():
-            return state.list(topic)
+            return shard.list(topic)
 
     def get_by_key(self, topic: str, key: str) -> list[tuple[str, dict[str, Any]]]:
         """The presences of one key as (conn, meta)."""
-        state = self._state_for(topic)
-        return state.get_by_key(topic, key) if state else []
+        shard = self._shard_of(topic)
+        return shard.get_by_key(topic, key) if shard else []
+
+    def rows(self, topic: str) -> list[Presence]:
+        """Every visible presence on `topic` as the `Presence` rows diffs carry (read-only)."""
+        shard = self._shard_of(topic)
+        if shard is None:
+            return []
+        with _gc_deferred():
+            return shard.rows(topic)
+
+    def count(self, topic: str) -> int:
+        """How many presences are visible on `topic`."""
+        shard = self._shard_of(topic)
+        return shard.count(topic) if shard else 0
+
+    def topics(self) -> list[str]:
+        """The topics with visible presences, in no particular order."""
+        return [topic for shard in self.shards for topic in shard.topics()]
 
     def presence(self, topic: str) -> dict[str, dict[str, list[dict[str, Any]]]]:
         """Grouped by key, as Phoenix Presence: {key: {"metas": [meta + {"ref": ...}]}}."""
-        state = self._state_for(topic)
+        shard = self._shard_of(topic)
         grouped: dict[str, dict[str, list[dict[str, Any]]]] = {}
-        if state is None:
+        if shard is None:
             return grouped
         with _gc_deferred():
-            for key, rows in state.topics.get(topic, {}).items():
+            for key, rows in shard.by_key(topic).items():
                 grouped[key] = {"metas": [{**row.meta, "ref": row.ref} for row in rows]}
         return grouped
 
@@ -320,7 +317,7 @@ class Tracker:
         "down" if any shard has it down."""
         result = {self.replica_id: UP} if self.running and not self.observer else {}
         for shard in self.shards:
-            for peer, status in shard.state.replicas.items():
+            for peer, status in shard.replicas().items():
                 if result.get(peer) != DOWN:
                     result[peer] = status
         return result
@@ -335,8 +332,8 @@ class Tracker:
             "shards": [
                 {
                     "index": shard.index,
-                    "clock": shard.state.clock,
-                    "rows": len(shard.state.owned[self.replica_id]),
+                    "clock": shard.clock,
+                    "rows": shard.owned(),
                     "peers": shard.peers(),
                     "stats": vars(shard.stats).copy(),
                 }

@@ -371,7 +371,7 @@ class RuntimeMachine(RuleBasedStateMachine):
 
 
 def visible_rows(tracker: Tracker, topic: str) -> list[Any]:
-    return [row for shard in tracker.shards for row in shard.state.rows(topic)]
+    return tracker.rows(topic)
 
 
 TestRuntime = RuntimeMachine.TestCase

@@ -9,6 +9,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tracker.deltas import Delta
 from tracker.state import AlreadyTracked, NotTracked, State
 
 TOPICS = ["t0", "t1"]
@@ -93,14 +94,17 @@ class Cluster:
         elif kind in {"down", "up"}:
             at, peer = self.name(args[0]), self.name(args[1])
             if at != peer and peer not in self.crashed:  # nothing brings a dead peer up
-                getattr(self.states[at], f"replica_{kind}")(peer)
+                if kind == "down":
+                    self.states[at].replica_down(peer)
+                else:  # an empty heartbeat of the peer, delayed by nothing
+                    clock = self.states[peer].clock
+                    self.states[at].merge(Delta(peer, clock, clock))
 
     def merge(self, receiver: str, delta) -> None:
         state = self.states[receiver]
-        if delta.replica in self.crashed and delta.replica not in state.replicas:
+        if delta.replica in self.crashed and state.status_of(delta.replica) is None:
             return  # a late message from a replica this one already purged
-        state.replica_up(delta.replica)
-        state.merge(delta)
+        state.merge(delta)  # hearing from a replica brings it up
 
     def transfer(self, receiver: str, owner: str) -> None:
         if receiver == owner or owner in self.crashed:
@@ -153,8 +157,9 @@ class Cluster:
                 self.merge(name, self.inbox[name].pop(0))
         for at in self.live():
             for peer in self.live():
-                if peer != at:
-                    self.states[at].replica_up(peer)
+                if peer != at:  # an empty heartbeat of each peer brings it up
+                    clock = self.states[peer].clock
+                    self.states[at].merge(Delta(peer, clock, clock))
         for at in self.live():
             for owner in self.live():
                 self.transfer(at, owner)
@@ -163,7 +168,7 @@ class Cluster:
         state = self.states[name]
         return {
             (row.replica, row.conn, row.topic, row.key, row.meta["v"])
-            for topic in state.topics
+            for topic in state.topics()
             for row in state.rows(topic)
         }
 
@@ -206,7 +211,7 @@ def test_permdown_purges_a_crashed_replicas_rows_everywhere(history, data):
     for name in cluster.live():
         state = cluster.states[name]
         assert cluster.view(name) == cluster.expected()
-        assert victim not in state.context() and victim not in state.owned
+        assert victim not in state.context() and state.held(victim) == 0
 
 
 @settings(max_examples=200, deadline=None)
@@ -234,12 +239,12 @@ def test_merge_is_idempotent_and_order_independent(history, rnd: random.Random):
     for d in order_b:
         b.merge(d)
     assert a.visible() == b.visible()
-    assert {o: s for o, s in a.seen.items() if o != a.replica} == {
-        o: s for o, s in b.seen.items() if o != b.replica
+    assert {o: s for o, s in a.knowledge().items() if o != a.replica} == {
+        o: s for o, s in b.knowledge().items() if o != b.replica
     }
     truth = {(o, c, t, k, v) for (o, c, t, k), v in cluster.model.items()}
     seen_rows = {
-        (r.replica, r.conn, r.topic, r.key, r.meta["v"]) for t in a.topics for r in a.rows(t)
+        (r.replica, r.conn, r.topic, r.key, r.meta["v"]) for t in a.topics() for r in a.rows(t)
     }
     assert seen_rows == truth
     for d in deltas:
@@ -269,7 +274,7 @@ def test_joined_deltas_merge_like_their_parts(steps, cut_every):
     for part in parts:
         many.merge(part)
     assert one.visible() == many.visible() == owner.visible()
-    assert one.seen["r0"] == many.seen["r0"] == owner.seen["r0"]
+    assert one.knowledge()["r0"] == many.knowledge()["r0"] == owner.knowledge()["r0"]
 
 
 @settings(max_examples=100, deadline=None)
@@ -304,7 +309,8 @@ def test_down_hides_rows_and_up_brings_them_back():
     assert b.list("t") == [("k", {"n": 1})]
     assert [r.conn for r in b.replica_down("a")] == ["c1"]
     assert b.list("t") == []
-    assert [r.conn for r in b.replica_up("a")] == ["c1"]
+    joins, leaves = b.merge(Delta("a", a.clock, a.clock))  # its next (empty) heartbeat
+    assert [r.conn for r in joins] == ["c1"] and leaves == []
     assert b.list("t") == [("k", {"n": 1})]
     assert [r.conn for r in b.replica_permdown("a")] == ["c1"]
     assert b.list("t") == [] and "a" not in b.context()

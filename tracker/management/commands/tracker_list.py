@@ -25,11 +25,7 @@ class Command(BaseCommand):
         topic = options["topic"]
 
         def read(tracker, synced: bool) -> dict[str, Any]:
-            topics = (
-                [topic]
-                if topic
-                else sorted({t for shard in tracker.shards for t in shard.state.topics})
-            )
+            topics = [topic] if topic else sorted(tracker.topics())
             return {
                 "synced": synced,
                 "replicas": tracker.replicas(),
