@@ -349,9 +349,11 @@ class RuntimeMachine(RuleBasedStateMachine):
         self.loop.run_for(FAST["permdown_period"] + 2 * FAST["down_period"])
         self.diffs_replay_to_the_list()
         self.hub_aggregates_equal_a_recomputation()
-        for old in self.retired:  # a predecessor steps aside once its successor is heard
+        for old in self.retired:  # a predecessor steps aside once a successor is heard
             if old.name in self.nodes:
-                assert old.tracker.superseded_by == self.nodes[old.name].tracker.replica_id
+                successor = old.tracker.superseded_by
+                assert successor is not None and successor != old.tracker.replica_id
+                assert successor.startswith(f"{old.name}:")
         members = [*self.nodes.values()]
         members += [old for old in self.retired if old.tracker.superseded_by is None]
         want = sorted(
