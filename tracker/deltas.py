@@ -105,3 +105,10 @@ class DeltaGenerations:
             if generation is not None and generation.start <= since:
                 return generation
         return None
+
+
+# What the readers return. Named here because classes with a `list` method (State, Shard,
+# Tracker) cannot spell the builtin in their own annotations.
+Listing = list[tuple[str, dict[str, Any]]]  # (key, meta) or (conn, meta) per presence
+Rows = list[Presence]
+Grouped = dict[str, dict[str, list[dict[str, Any]]]]  # Phoenix Presence's shape, by key

@@ -95,7 +95,7 @@ class TrackerCollector:
         yield GaugeMetricFamily(
             "tracker_running", "1 while the tracker replica runs.", value=int(running)
         )
-        if not running:
+        if tracker is None or not running:
             return
         status = tracker.status()
         yield InfoMetricFamily(

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import sys
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from django.conf import settings
@@ -122,7 +122,7 @@ def _stop_with_twisted(tracker: Tracker) -> None:
         return
     from twisted.internet.defer import Deferred
 
-    def before_shutdown() -> Deferred:
+    def before_shutdown() -> Deferred[None]:
         logger.info("server shutting down: tracker %s says goodbye", tracker.name)
         stopping = stop_process_tracker(graceful=True, shutdown=True)
         return Deferred.fromFuture(asyncio.ensure_future(stopping))
@@ -133,7 +133,12 @@ def _stop_with_twisted(tracker: Tracker) -> None:
 class TrackerLifespan:
     """ASGI lifespan app: start the tracker at startup, say goodbye at shutdown."""
 
-    async def __call__(self, scope: dict, receive, send) -> None:
+    async def __call__(
+        self,
+        scope: dict[str, Any],
+        receive: Callable[[], Awaitable[dict[str, Any]]],
+        send: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":

@@ -39,6 +39,7 @@ protocol version, another shard count) are refused and listed in `incompatible`.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import time
 from collections import Counter
@@ -48,7 +49,7 @@ from typing import Any
 
 from . import wire
 from .conf import TrackerOptions
-from .deltas import Presence
+from .deltas import Listing, Presence, Rows
 from .state import UP, NotTracked, State
 
 logger = logging.getLogger("tracker")
@@ -155,7 +156,7 @@ class Shard:
         self.changed()
         return row
 
-    def untrack_conn(self, conn: str) -> list[Presence]:
+    def untrack_conn(self, conn: str) -> Rows:
         """Stop tracking every row of `conn` on this shard."""
         rows = self._state.leave_conn(conn)
         if rows:
@@ -169,22 +170,22 @@ class Shard:
     def clock(self) -> int:
         return self._state.clock
 
-    def list(self, topic: str) -> list[tuple[str, dict[str, Any]]]:
+    def list(self, topic: str) -> Listing:
         return self._state.list(topic)
 
-    def get_by_key(self, topic: str, key: str) -> list[tuple[str, dict[str, Any]]]:
+    def get_by_key(self, topic: str, key: str) -> Listing:
         return self._state.get_by_key(topic, key)
 
-    def rows(self, topic: str) -> list[Presence]:
+    def rows(self, topic: str) -> Rows:
         return self._state.rows(topic)
 
-    def by_key(self, topic: str) -> dict[str, list[Presence]]:
+    def by_key(self, topic: str) -> dict[str, Rows]:
         return self._state.by_key(topic)
 
     def count(self, topic: str) -> int:
         return self._state.count(topic)
 
-    def topics(self) -> list[str]:
+    def topics(self) -> builtins.list[str]:
         return self._state.topics()
 
     def owned(self) -> int:

@@ -27,10 +27,11 @@ removal was in a delta we missed), the newer dot wins.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable
 from typing import Any
 
-from .deltas import Delta, DeltaGenerations, Presence
+from .deltas import Delta, DeltaGenerations, Listing, Presence, Rows
 from .dots import SeenDots
 
 UP = "up"
@@ -87,40 +88,43 @@ class State:
         """Every dot seen, per owner: (contiguous prefix, the ranges seen beyond it)."""
         return {owner: (d.contiguous, tuple(d.cloud)) for owner, d in self._seen.items()}
 
-    def list(self, topic: str) -> list[tuple[str, dict[str, Any]]]:
+    def list(self, topic: str) -> Listing:
         keys = self._topics.get(topic)
         if not keys:
             return []
         return [
             (key, row.meta)
             for key, held in keys.items()
-            for row in (held if type(held) is dict else (held,))
+            for row in (held if isinstance(held, dict) else (held,))
         ]
 
-    def get_by_key(self, topic: str, key: str) -> list[tuple[str, dict[str, Any]]]:
+    def get_by_key(self, topic: str, key: str) -> Listing:
         return [(row.conn, row.meta) for row in self._key_rows(topic, key)]
 
-    def rows(self, topic: str) -> list[Presence]:
+    def rows(self, topic: str) -> Rows:
         """The visible rows of `topic`."""
         keys = self._topics.get(topic)
         if not keys:
             return []
-        return [row for held in keys.values() for row in (held if type(held) is dict else (held,))]
+        return [
+            row for held in keys.values() for row in (held if isinstance(held, dict) else (held,))
+        ]
 
-    def by_key(self, topic: str) -> dict[str, list[Presence]]:
+    def by_key(self, topic: str) -> dict[str, Rows]:
         """The visible rows of `topic`, grouped by key."""
         return {
-            key: list(held) if type(held) is dict else [held]
+            key: list(held) if isinstance(held, dict) else [held]
             for key, held in self._topics.get(topic, {}).items()
         }
 
     def count(self, topic: str) -> int:
         """How many rows of `topic` are visible."""
         return sum(
-            len(held) if type(held) is dict else 1 for held in self._topics.get(topic, {}).values()
+            len(held) if isinstance(held, dict) else 1
+            for held in self._topics.get(topic, {}).values()
         )
 
-    def topics(self) -> list[str]:
+    def topics(self) -> builtins.list[str]:
         """The topics with visible rows."""
         return list(self._topics)
 
@@ -161,7 +165,7 @@ class State:
         held = self._topics.get(topic, {}).get(key)
         if held is None:
             return ()
-        return held if type(held) is dict else (held,)
+        return held if isinstance(held, dict) else (held,)
 
     # -- local operations (we are the owner) ---------------------------------------------
 
@@ -169,7 +173,7 @@ class State:
         held = self._conns.get(conn)
         if held is None:
             return None
-        if type(held) is dict:
+        if isinstance(held, dict):
             return held.get((topic, key))
         return held if held.topic == topic and held.key == key else None
 
@@ -185,11 +189,11 @@ class State:
         self._remove_local(row)
         return row
 
-    def leave_conn(self, conn: str) -> list[Presence]:
+    def leave_conn(self, conn: str) -> Rows:
         held = self._conns.get(conn)
         if held is None:
             return []
-        rows = list(held.values()) if type(held) is dict else [held]
+        rows = list(held.values()) if isinstance(held, dict) else [held]
         for row in rows:
             self._remove_local(row)
         return rows
@@ -210,7 +214,7 @@ class State:
         held = conns.get(conn)
         if held is None:
             conns[conn] = row
-        elif type(held) is dict:
+        elif isinstance(held, dict):
             held[(topic, key)] = row
         else:
             conns[conn] = {(held.topic, held.key): held, (topic, key): row}
@@ -225,7 +229,7 @@ class State:
         self._hide(row)
         conns = self._conns
         held = conns[row.conn]
-        if held is row:
+        if not isinstance(held, dict):  # its one row: this one
             del conns[row.conn]
         else:
             del held[(row.topic, row.key)]
@@ -278,8 +282,8 @@ class State:
         self._replicas[owner] = UP
         dots = self._seen.setdefault(owner, SeenDots())
         held = self._owned.setdefault(owner, {})
-        joins: list[Presence] = []
-        leaves: list[Presence] = []
+        joins: Rows = []
+        leaves: Rows = []
 
         # Held rows whose dots the delta has seen but does not carry were removed.
         start, end, incoming = delta.start, delta.end, delta.rows
@@ -340,7 +344,7 @@ class State:
 
     # -- replica status ------------------------------------------------------------------
 
-    def replica_down(self, peer: str) -> list[Presence]:
+    def replica_down(self, peer: str) -> Rows:
         """Hide a silent peer's rows, keeping them in case it comes back."""
         if self._replicas.get(peer) != UP:
             return []
@@ -350,7 +354,7 @@ class State:
             self._hide(row)
         return rows
 
-    def replica_permdown(self, peer: str) -> list[Presence]:
+    def replica_permdown(self, peer: str) -> Rows:
         """Forget a peer that is gone for good: its rows and its clock are purged."""
         status = self._replicas.pop(peer, None)
         rows = list(self._owned.pop(peer, {}).values())
@@ -371,7 +375,7 @@ class State:
         held = keys.get(row.key)
         if held is None:
             keys[row.key] = row
-        elif type(held) is dict:
+        elif isinstance(held, dict):
             held[row] = None
         else:
             keys[row.key] = {held: None, row: None}
@@ -379,7 +383,7 @@ class State:
     def _hide(self, row: Presence) -> None:
         keys = self._topics[row.topic]
         held = keys[row.key]
-        if held is row:
+        if not isinstance(held, dict):  # its one row: this one
             del keys[row.key]
             if not keys:
                 del self._topics[row.topic]

@@ -14,6 +14,7 @@ Reads are served from local memory. One Tracker is one replica in one event loop
 from __future__ import annotations
 
 import asyncio
+import builtins
 import gc
 import itertools
 import logging
@@ -28,7 +29,7 @@ from typing import Any
 
 from . import wire
 from .conf import TrackerOptions
-from .deltas import Presence
+from .deltas import Grouped, Listing, Rows
 from .diffs import Callback, Diff, DiffBuffer, Subscriber
 from .shard import Shard
 from .state import DOWN, UP
@@ -43,7 +44,7 @@ __all__ = ["Callback", "Diff", "Tracker", "new_replica_id"]
 TASK_RESTART_DELAY = 0.5
 
 
-_instances: dict[str, itertools.count] = {}
+_instances: dict[str, itertools.count[int]] = {}
 
 
 def new_replica_id(tracker_name: str, node_name: str | None = None) -> str:
@@ -96,13 +97,13 @@ class Tracker:
         self.replica_id = new_replica_id(name, None if observer else self.options.node_name)
         self._bus = bus
         self.transport: Transport | None = None
-        self.shards: list[Shard] = []
-        self._subscribers: list[Subscriber] = []
+        self.shards: builtins.list[Shard] = []
+        self._subscribers: builtins.list[Subscriber] = []
         self._pending = DiffBuffer()
         self._dispatch_handle: asyncio.Handle | None = None
-        self._outbox: asyncio.Queue[Outgoing] | None = None
-        self._tasks: list[asyncio.Task] = []
-        self._starting: asyncio.Future | None = None
+        self._outbox: asyncio.Queue[Outgoing] = asyncio.Queue()
+        self._tasks: builtins.list[asyncio.Task[None]] = []
+        self._starting: asyncio.Future[None] | None = None
         self.running = False
         self.stopped = False
         self.publish_failures = 0
@@ -160,7 +161,6 @@ class Tracker:
             )
             for i in range(self.options.pool_size)
         ]
-        self._outbox = asyncio.Queue()
         await self.transport.start(self._receive, self._reconnected)
         self._tasks = [
             self._supervised("sender", self._run_sender),
@@ -199,7 +199,8 @@ class Tracker:
         self._subscribers = []
         if self._dispatch_handle is not None:
             self._dispatch_handle.cancel()
-        await self.transport.close()
+        if self.transport is not None:
+            await self.transport.close()
         self._starting = None
 
     async def sync(self, within: float = 5.0) -> bool:
@@ -271,7 +272,7 @@ class Tracker:
     def _shard_of(self, topic: str) -> Shard | None:
         return self.shards[self._shard_index(topic)] if self.shards else None
 
-    def list(self, topic: str) -> list[tuple[str, dict[str, Any]]]:
+    def list(self, topic: str) -> Listing:
         """Every visible presence on `topic` as (key, meta)."""
         shard = self._shard_of(topic)
         if shard is None:
@@ -279,12 +280,12 @@ class Tracker:
         with _gc_deferred():
             return shard.list(topic)
 
-    def get_by_key(self, topic: str, key: str) -> list[tuple[str, dict[str, Any]]]:
+    def get_by_key(self, topic: str, key: str) -> Listing:
         """The presences of one key as (conn, meta)."""
         shard = self._shard_of(topic)
         return shard.get_by_key(topic, key) if shard else []
 
-    def rows(self, topic: str) -> list[Presence]:
+    def rows(self, topic: str) -> Rows:
         """Every visible presence on `topic` as the `Presence` rows diffs carry (read-only)."""
         shard = self._shard_of(topic)
         if shard is None:
@@ -297,14 +298,14 @@ class Tracker:
         shard = self._shard_of(topic)
         return shard.count(topic) if shard else 0
 
-    def topics(self) -> list[str]:
+    def topics(self) -> builtins.list[str]:
         """The topics with visible presences, in no particular order."""
         return [topic for shard in self.shards for topic in shard.topics()]
 
-    def presence(self, topic: str) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    def presence(self, topic: str) -> Grouped:
         """Grouped by key, as Phoenix Presence: {key: {"metas": [meta + {"ref": ...}]}}."""
         shard = self._shard_of(topic)
-        grouped: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        grouped: Grouped = {}
         if shard is None:
             return grouped
         with _gc_deferred():
@@ -368,7 +369,7 @@ class Tracker:
         transport hears the medium, no incompatible peer was heard within down_period, no
         later process of its node name superseded it, and its tasks run. `problems` says
         what is wrong, in words for operators (empty when healthy)."""
-        problems: list[str] = []
+        problems: builtins.list[str] = []
         transport = self.transport.health() if self.transport is not None else None
         if not self.running:
             problems.append("tracker not running")
@@ -419,7 +420,7 @@ class Tracker:
 
         return unsubscribe
 
-    def _emit(self, joins: list[Presence], leaves: list[Presence]) -> None:
+    def _emit(self, joins: Rows, leaves: Rows) -> None:
         if not self._subscribers or not (joins or leaves):
             return
         self._pending.add(joins, leaves)
@@ -476,13 +477,14 @@ class Tracker:
         return asyncio.create_task(supervise(), name=f"tracker-{self.name}-{name}")
 
     async def _run_sender(self) -> None:
-        outbox = self._outbox
+        outbox, transport = self._outbox, self.transport
+        assert transport is not None  # started before the sender
         while True:
             batch = [await outbox.get()]
             while not outbox.empty():
                 batch.append(outbox.get_nowait())
             try:
-                await self.transport.publish(batch)
+                await transport.publish(batch)
             except TransportUnavailable as error:
                 # Lost messages leave gaps that peers repair by transfer later.
                 self.publish_failures += 1

@@ -123,7 +123,7 @@ def normalize_meta(meta: Any, key: str | None = None) -> dict[str, Any]:
         raise InvalidMeta(f"meta cannot be serialised: {error}") from None
     if len(packed) > _KEEP_PACKER_BELOW:
         del _local.pack  # do not keep a buffer grown by an unusually large meta
-    copy = msgpack.unpackb(packed, strict_map_key=False)
+    copy: dict[str, Any] = msgpack.unpackb(packed, strict_map_key=False)
     share_strings(copy, key)
     return copy
 
@@ -169,7 +169,7 @@ class Codec:
     # -- encoding ------------------------------------------------------------------------
 
     def _frame(self, message: dict[str, Any]) -> bytes:
-        body = msgpack.packb(message)
+        body: bytes = msgpack.packb(message)
         if self._key is None:
             return self._header + body
         tag = hashlib.blake2b(self._header + body, key=self._key, digest_size=TAG_SIZE)
@@ -282,7 +282,7 @@ def _delta_message(kind: str, sender: str, body: dict[Any, Any]) -> DeltaMessage
     if type(start) is not int or type(end) is not int or not 0 <= start <= end <= _MAX_DOT:
         raise invalid("an invalid dot range")
     age, shards, observer = body.get("a"), body.get("n"), body.get("o", 0)
-    if type(age) not in (int, float) or not 0 <= age < math.inf:
+    if not isinstance(age, int | float) or isinstance(age, bool) or not 0 <= age < math.inf:
         raise invalid("an invalid age")
     if type(shards) is not int or not 0 < shards <= 1024:
         raise invalid("an invalid shard count")

@@ -45,7 +45,7 @@ class Transport(Protocol):
     async def close(self) -> None: ...
 
 
-async def cancel_and_wait(tasks: Iterable[asyncio.Task], every: float = 0.1) -> None:
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], every: float = 0.1) -> None:
     """Cancel `tasks` and wait until each has ended, cancelling again while one runs on.
 
     A cancellation can be lost inside a client library: on Python 3.11 `asyncio.wait_for`,

@@ -105,7 +105,7 @@ class RedisTransport:
 
     async def _subscribe(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         assert self._client is not None
-        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        pubsub: Any = self._client.pubsub(ignore_subscribe_messages=True)
         try:
             async with asyncio.timeout(timeout or self.command_timeout):
                 await pubsub.subscribe(*self.broadcast_channels, *self.direct_channels)
@@ -143,17 +143,18 @@ class RedisTransport:
 
     async def _listen(self, receive: Receive, loop: asyncio.AbstractEventLoop) -> None:
         pubsub = self._pubsub
+        last_frame = loop.time() if self._last_frame is None else self._last_frame
         while True:
             message = await pubsub.get_message(
                 ignore_subscribe_messages=True, timeout=self.stall_timeout / 4
             )
             now = loop.time()
             if message is None:
-                if now - self._last_frame >= self.stall_timeout:
+                if now - last_frame >= self.stall_timeout:
                     self.stalls += 1
-                    raise _Stalled(f"nothing heard for {now - self._last_frame:.1f} s")
+                    raise _Stalled(f"nothing heard for {now - last_frame:.1f} s")
                 continue
-            self._last_frame = now
+            self._last_frame = last_frame = now
             if message["type"] == "message":
                 shard = self._shard_of.get(message["channel"])
                 if shard is not None:

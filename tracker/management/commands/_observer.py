@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from django.core.management.base import CommandError
+from django.core.management.base import CommandError, CommandParser
 
 from tracker import Tracker, TransportUnavailable
 from tracker.process import tracker_settings
@@ -43,7 +43,7 @@ def observe(wait: float, read: Callable[[Tracker, bool], T], verbosity: int = 1)
     return asyncio.run(run())
 
 
-def add_wait_argument(parser: Any) -> None:
+def add_wait_argument(parser: CommandParser) -> None:
     parser.add_argument(
         "--wait",
         type=float,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
+
+from tracker import Tracker
 
 from ._observer import add_wait_argument, observe
 
@@ -16,7 +18,7 @@ class Command(BaseCommand):
         "the presences grouped by key (every topic, or one)."
     )
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("topic", nargs="?", help="only this topic")
         parser.add_argument("--json", action="store_true", help="print JSON")
         add_wait_argument(parser)
@@ -24,7 +26,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         topic = options["topic"]
 
-        def read(tracker, synced: bool) -> dict[str, Any]:
+        def read(tracker: Tracker, synced: bool) -> dict[str, Any]:
             topics = [topic] if topic else sorted(tracker.topics())
             return {
                 "synced": synced,

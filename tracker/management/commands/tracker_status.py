@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
+
+from tracker import Tracker
 
 from ._observer import add_wait_argument, observe
 
@@ -17,12 +19,12 @@ class Command(BaseCommand):
         "any peer refused for speaking another protocol version or having another shard count."
     )
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--json", action="store_true", help="print JSON")
         add_wait_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        def read(tracker, synced: bool) -> dict[str, Any]:
+        def read(tracker: Tracker, synced: bool) -> dict[str, Any]:
             status = tracker.status()
             return {
                 "synced": synced,
