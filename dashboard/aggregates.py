@@ -1,6 +1,6 @@
 """Fold the tracker's presence diffs for the `carts` topic into the dashboard's aggregates.
 
-Pure: no I/O, no asyncio, no clock. Definitions (DESIGN §4):
+Pure: no I/O, no asyncio, no clock. Definitions (docs/protocol.md):
 
 - `shoppers`: distinct cart ids online;
 - `pages`: tracked connections;

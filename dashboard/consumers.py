@@ -1,4 +1,5 @@
-"""The staff socket `/ws/dashboard/?token=...` (DESIGN §4), behind `StaffTokenAuthMiddleware`.
+"""The staff socket `/ws/dashboard/?token=...` (docs/protocol.md), behind
+`StaffTokenAuthMiddleware`.
 
 server -> staff: the hub's `snapshot`, then its `diff`s (see `dashboard.hub`), each with a
 `catalog` `{"<item_id>": {"product", "size", "stock", "level"}}` read fresh from the

@@ -1,7 +1,7 @@
 """Cart operations: synchronous, one transaction each. Consumers call them through
 database_sync_to_async; views call them directly.
 
-A cart *snapshot* is the wire cart of DESIGN §4 plus the cart's `revision`:
+A cart *snapshot* is the wire cart of docs/protocol.md plus the cart's `revision`:
 {"id", "revision", "items": [{"item_id", "product", "size", "quantity", "price", "available"}],
 "total_quantity"}. It is what travels through the channel layer to every tab of the cart.
 
@@ -89,7 +89,7 @@ class Purchase:
 
 
 def wire_cart(snapshot: CartSnapshot) -> dict[str, Any]:
-    """The `cart` object of the shopper socket's cart message (DESIGN §4)."""
+    """The `cart` object of the shopper socket's cart message (docs/protocol.md)."""
     return {
         "id": snapshot["id"],
         "items": snapshot["items"],

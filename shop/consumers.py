@@ -1,4 +1,4 @@
-"""The shopper socket `/ws/cart/?page=<path>` (DESIGN §4)."""
+"""The shopper socket `/ws/cart/?page=<path>` (docs/protocol.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sockets belong to the login state they were opened under (DESIGN §4).
+"""Sockets belong to the login state they were opened under (docs/protocol.md).
 
 Every shopper and staff socket joins the channel-layer groups that name the login state it
 was opened under: the group of its session (`session_group`; a logged-in shopper's or a

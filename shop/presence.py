@@ -1,4 +1,4 @@
-"""The cart presence: what every open storefront page tells the tracker (DESIGN §4).
+"""The cart presence: what every open storefront page tells the tracker (docs/protocol.md).
 
 Each shopper connection is tracked on topic `carts` under its cart id, with a meta that
 the staff dashboard aggregates. `rev` is the cart's revision: rows of one cart with the

@@ -14,6 +14,9 @@ Environment:
                    REDIS_URL: a cluster's channel layer must span its nodes too.
   TRACKER_NODE_NAME  stable name of this server process in the tracker cluster (default
                    hostname:pid); a restarted process with the same name replaces its old replica.
+  TRACKER_CHANNEL_PREFIX  prefix of the tracker's Redis channels (default "tracker"): nodes
+                   with different prefixes form separate clusters (a protocol change during a
+                   rolling deploy: docs/protocol.md).
   TRACKER_BROADCAST_PERIOD, TRACKER_DOWN_PERIOD, TRACKER_PERMDOWN_PERIOD  the tracker's
                    timings in seconds (defaults 0.2, 5 and 300: see tracker/conf.py for what
                    each means). Positive numbers, checked together at start as the tracker
@@ -278,6 +281,7 @@ else:
 TRACKER = {
     "redis_url": TRACKER_REDIS_URL,
     "node_name": os.environ.get("TRACKER_NODE_NAME") or None,
+    "channel_prefix": os.environ.get("TRACKER_CHANNEL_PREFIX") or None,
     "broadcast_period": _env_seconds("TRACKER_BROADCAST_PERIOD"),
     "down_period": _env_seconds("TRACKER_DOWN_PERIOD"),
     "permdown_period": _env_seconds("TRACKER_PERMDOWN_PERIOD"),

@@ -330,7 +330,7 @@ def page_bucket(page: str) -> str:
 
 
 def truth_of(tabs: Iterable[Tab]) -> dict:
-    """The aggregates the staff views must show for these open tabs (DESIGN §4), with the
+    """The aggregates the staff views must show for these open tabs (docs/protocol.md), with the
     per-cart rows (pages and item count), which also catch a cart counted twice."""
     carts: dict[str, list[Tab]] = {}
     for tab in tabs:

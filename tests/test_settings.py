@@ -61,6 +61,23 @@ def test_invalid_tracker_timings_are_a_clear_error_at_start(tmp_path):
     assert "down_period (1.0 s) must be at least twice" in result.stderr
 
 
+def test_tracker_channel_prefix_and_secret_come_from_the_environment(tmp_path):
+    env = {"DEBUG": "1", "VAR_DIR": str(tmp_path), "TRACKER_CHANNEL_PREFIX": "blue",
+           "SECRET_KEY": "s3cret-for-this-test"}  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c",
+         "from django.conf import settings; t = settings.TRACKER; "
+         "print(t['channel_prefix'], t['secret'] == settings.SECRET_KEY)"],
+        cwd=ROOT, env={**os.environ, **env, "DJANGO_SETTINGS_MODULE": "shop.settings"},
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1].split() == ["blue", "True"]
+    result = _check({"DEBUG": "1", "VAR_DIR": str(tmp_path), "TRACKER_CHANNEL_PREFIX": "a:b"})
+    assert result.returncode != 0
+    assert "channel_prefix must be non-empty and contain no ':'" in result.stderr
+
+
 def test_tracker_redis_url_defaults_to_redis_url_and_needs_it(tmp_path):
     def tracker_url(env: dict[str, str]) -> str:
         result = subprocess.run(

@@ -20,7 +20,7 @@ class Truth:
     pages: dict[str, list[str]]
 
     def stats(self) -> dict[str, Any]:
-        """The staff aggregates of DESIGN §4 that this truth implies (JSON keys are str)."""
+        """The staff aggregates of docs/protocol.md that this truth implies (JSON keys are str)."""
         items: Counter[str] = Counter()
         for quantities in self.carts.values():
             items.update({str(item_id): q for item_id, q in quantities.items() if q > 0})

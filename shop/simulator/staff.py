@@ -1,5 +1,5 @@
 """A staff client over the network, as the dashboard page is: log in, fetch a socket token,
-open the staff socket, apply every diff to the snapshot (DESIGN §4). Tests compare its
+open the staff socket, apply every diff to the snapshot (docs/protocol.md). Tests compare its
 numbers with the simulator's `Truth` (`Truth.stats()` has the same shape)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 
 from .web import USER_AGENT, HTTPError, Node, cookie_header, fetch
 
-# The aggregates of DESIGN §4; the dashboard sends more (per-cart rows, catalogue details).
+# The aggregates of docs/protocol.md; the dashboard sends more (per-cart rows, catalogue details).
 STATS = ("shoppers", "pages", "items", "pages_by_path")
 _CSRF_FIELD = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 
@@ -97,7 +97,7 @@ class StaffView:
         return cls(ws, snapshot["stats"])
 
     def current(self) -> dict[str, Any]:
-        """The DESIGN §4 aggregates now (comparable with `Truth.stats()`)."""
+        """The docs/protocol.md aggregates now (comparable with `Truth.stats()`)."""
         return {name: self.stats.get(name) for name in STATS}
 
     async def wait_for(self, expected: dict[str, Any], within: float) -> bool:

@@ -2,7 +2,7 @@
 shoppers on both nodes converge to the truth, and gets every diff exactly once.
 
 Each node aggregates its own tracker replica's view and sends diffs only to the staff
-sockets connected to it (DESIGN §4), so the staff client on B must see one diff per change
+sockets connected to it (docs/protocol.md), so the staff client on B must see one diff per change
 wherever the change happened, never a second copy relayed from A; A's own staff socket is
 independent of B's and sees the same.
 """

@@ -57,7 +57,7 @@ def apply_stats_diff(stats: dict[str, Any], diff: dict[str, Any]) -> None:
 
 
 def recompute(presences: list) -> dict[str, Any]:
-    """The aggregates of DESIGN §4 computed from scratch over the visible rows."""
+    """The aggregates of docs/protocol.md computed from scratch over the visible rows."""
     by_cart: dict[str, list] = {}
     for presence in presences:
         by_cart.setdefault(presence.key, []).append(presence)

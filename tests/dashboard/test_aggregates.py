@@ -1,4 +1,4 @@
-"""The pure aggregator: definitions of DESIGN §4, coalesced diffs, and a property test
+"""The pure aggregator: definitions of docs/protocol.md, coalesced diffs, and a property test
 against a from-scratch recomputation."""
 
 import copy

@@ -1,4 +1,4 @@
-"""Every shopper page is tracked on topic `carts` with the meta of DESIGN §4, follows its
+"""Every shopper page is tracked on topic `carts` with the meta of docs/protocol.md, follows its
 cart's changes in any tab, and leaves when the page closes."""
 
 import asyncio

@@ -1,4 +1,4 @@
-"""The shopper socket contract of DESIGN §4, through shop.asgi.application."""
+"""The shopper socket contract of docs/protocol.md, through shop.asgi.application."""
 
 import asyncio
 import json

@@ -1,4 +1,4 @@
-// The staff dashboard: one staff socket, a snapshot, then coalesced diffs (DESIGN §4).
+// The staff dashboard: one staff socket, a snapshot, then coalesced diffs (docs/protocol.md).
 // Every value shown comes from the server and is written with textContent, never as HTML:
 // page paths and usernames are typed by shoppers.
 

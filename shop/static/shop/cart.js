@@ -1,4 +1,4 @@
-// The shopper socket (DESIGN §4): keeps the header cart, size buttons and the checkout page
+// The shopper socket (docs/protocol.md): keeps the header cart, size buttons and the checkout page
 // live. Server-rendered markup works before the socket connects; this module takes over.
 
 const NO_CART_CLOSE_CODE = 4001;
