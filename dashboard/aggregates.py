@@ -20,20 +20,11 @@ presences.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-
-class Presence(Protocol):
-    """The attributes of a tracker presence the aggregator reads."""
-
-    @property
-    def key(self) -> str: ...
-    @property
-    def meta(self) -> Mapping[str, Any]: ...
-    @property
-    def ref(self) -> str: ...
+from shop.presence import CartRow, newest
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +44,7 @@ class _Cart:
     entry: dict[str, Any] | None = None  # its line in `carts`; replaced, never mutated
 
 
-def _row(presence: Presence) -> _Row:
+def _row(presence: CartRow) -> _Row:
     meta = presence.meta
     items: dict[str, int] = {}
     for item_id, quantity in (meta.get("items") or {}).items():
@@ -68,15 +59,6 @@ def _row(presence: Presence) -> _Row:
         user=meta.get("user"),
         joined_at=float(joined_at) if joined_at is not None else None,
     )
-
-
-def _newest(rows: Iterable[_Row]) -> _Row:
-    best: _Row | None = None
-    for row in rows:
-        if best is None or row.rev >= best.rev:
-            best = row
-    assert best is not None
-    return best
 
 
 class Aggregator:
@@ -116,7 +98,7 @@ class Aggregator:
         # Every row join or leave touches a path, and every cart that comes or goes its entry.
         return bool(self._base_items or self._base_paths or self._base_carts)
 
-    def apply(self, joins: Iterable[Presence], leaves: Iterable[Presence]) -> None:
+    def apply(self, joins: Iterable[CartRow], leaves: Iterable[CartRow]) -> None:
         """Fold in one tracker diff of the `carts` topic.
 
         Joins and leaves of one diff are disjoint sets of refs, so leaves go first. A leave
@@ -145,13 +127,13 @@ class Aggregator:
         cart = self._carts[cart_id]
         old_items, old_entry = cart.items, cart.entry
         if cart.rows:
-            newest = _newest(cart.rows.values())
+            latest = newest(cart.rows.values())
             since = [row.joined_at for row in cart.rows.values() if row.joined_at is not None]
-            cart.items = newest.items
+            cart.items = latest.items
             cart.entry = {
-                "user": newest.user,
+                "user": latest.user,
                 "pages": len(cart.rows),
-                "items": sum(newest.items.values()),
+                "items": sum(latest.items.values()),
                 "since": min(since) if since else None,
             }
         else:

@@ -156,9 +156,9 @@ def _configured_transport() -> str:
 
 # The clients of the probes of REDIS_URL, per event loop and URL, kept between requests: a
 # probe reuses its connection instead of opening one per request.
-_probe_clients: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[str, aioredis.Redis]
-] = weakref.WeakKeyDictionary()
+_probe_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, aioredis.Redis]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _probe_client(url: str) -> aioredis.Redis:

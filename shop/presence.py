@@ -7,7 +7,8 @@ same rev hold the same items, and the highest rev holds the newest.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol, TypeVar
 
 from shop.carts import CartSnapshot
 
@@ -25,3 +26,34 @@ def cart_meta(
         "joined_at": joined_at,
         "rev": cart["revision"],
     }
+
+
+class CartRow(Protocol):
+    """A row of the `carts` topic as its readers (the staff aggregator, the shoppers'
+    product presence) see it: a tracker `Presence`, or anything shaped like one."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def meta(self) -> Mapping[str, Any]: ...
+    @property
+    def ref(self) -> str: ...
+
+
+class _Revised(Protocol):
+    @property
+    def rev(self) -> int: ...
+
+
+R = TypeVar("R", bound=_Revised)
+
+
+def newest(rows: Iterable[R]) -> R:
+    """The row of a cart's newest revision (its items are the cart's); among equals, the
+    one that joined last (rows come in join order)."""
+    best: R | None = None
+    for row in rows:
+        if best is None or row.rev >= best.rev:
+            best = row
+    assert best is not None, "a cart online has a row"
+    return best

@@ -1,7 +1,7 @@
 """What shoppers may see of each other on a product page: how many carts view it, and how
 many online carts hold each size (docs/protocol.md, `product_presence`). Counts only.
 
-Pure: no I/O, no asyncio, no Django. Folds the tracker's diffs of the `carts` topic (each
+Pure: no I/O, no asyncio. Folds the tracker's diffs of the `carts` topic (each
 row a shopper page, its meta the cart presence of shop/presence.py) in O(change), as the
 staff dashboard's aggregator does:
 
@@ -15,20 +15,10 @@ staff dashboard's aggregator does:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
-
-class Presence(Protocol):
-    """The attributes of a tracker presence read here."""
-
-    @property
-    def key(self) -> str: ...
-    @property
-    def meta(self) -> Mapping[str, Any]: ...
-    @property
-    def ref(self) -> str: ...
+from shop.presence import CartRow, newest
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +36,7 @@ class _Cart:
     items: frozenset[int] = frozenset()  # its newest revision's items
 
 
-def _row(presence: Presence) -> _Row:
+def _row(presence: CartRow) -> _Row:
     meta = presence.meta
     items = frozenset(
         int(item_id) for item_id, quantity in (meta.get("items") or {}).items() if quantity
@@ -69,7 +59,7 @@ class ProductPresence:
     def holders(self, item_id: int) -> int:
         return self._holders[item_id]
 
-    def apply(self, joins: Iterable[Presence], leaves: Iterable[Presence]) -> None:
+    def apply(self, joins: Iterable[CartRow], leaves: Iterable[CartRow]) -> None:
         """Fold in one tracker diff of the `carts` topic (joins and leaves disjoint; a leave
         of an unknown row and a second join of a known one change nothing)."""
         touched: dict[str, frozenset[int]] = {}  # cart -> its items before this diff
@@ -92,7 +82,7 @@ class ProductPresence:
         for cart_id, before in touched.items():
             cart = self._carts[cart_id]
             if cart.rows:
-                cart.items = _newest(cart.rows.values()).items
+                cart.items = newest(cart.rows.values()).items
             else:
                 del self._carts[cart_id]
                 cart.items = frozenset()
@@ -119,13 +109,3 @@ class ProductPresence:
         changes = self._changed_pages, self._changed_items
         self._changed_pages, self._changed_items = set(), set()
         return changes
-
-
-def _newest(rows: Iterable[_Row]) -> _Row:
-    """The row of the newest revision; among equals, the one that joined last."""
-    newest: _Row | None = None
-    for row in rows:
-        if newest is None or row.rev >= newest.rev:
-            newest = row
-    assert newest is not None
-    return newest

@@ -15,8 +15,6 @@ Schedule it with `clearsessions` (docs/deployment.md).
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from datetime import timedelta
 from typing import Any
 
@@ -25,7 +23,8 @@ from django.utils import timezone
 
 from shop.models import Cart
 from shop.presence import CARTS_TOPIC
-from tracker import Tracker, TransportUnavailable
+from tracker import Tracker, TrackerOptions
+from tracker.observe import observe
 from tracker.process import tracker_settings
 
 BATCH = 500
@@ -33,42 +32,31 @@ BATCH = 500
 
 def online_cart_ids(wait: float, verbosity: int = 1) -> set[str]:
     """The ids of every cart that some node of the cluster shows online."""
-    if verbosity < 2:  # the observer's own comings and goings are noise here
-        logging.getLogger("tracker").setLevel(logging.WARNING)
-    name, options = tracker_settings()
-    if not options.get("redis_url"):
-        raise CommandError(
-            "REDIS_URL is not set: the embedded tracker lives inside the single server process "
-            "and cannot tell which carts are open. Run this with the servers' REDIS_URL, or "
-            "with --offline while no server is running."
-        )
 
-    async def observe() -> set[str]:
-        tracker = Tracker(name, observer=True, **options)
-        try:
-            await tracker.start()
-        except TransportUnavailable as error:
-            raise CommandError(f"{error}; nothing was purged") from None
-        try:
-            # Every live node answers the observer's greeting at once; waiting two of an idle
-            # node's heartbeat gaps also hears one that was too busy to answer at first.
-            gap = tracker.options.broadcast_period * tracker.options.max_silent_periods
-            await asyncio.sleep(2 * gap)
-            if not await tracker.sync(within=wait):
-                raise CommandError(
-                    f"not every node sent its shoppers within {wait:g} s; nothing was purged"
-                )
-            down = sorted(r for r, status in tracker.replicas().items() if status != "up")
-            if down:
-                raise CommandError(
-                    f"replicas {', '.join(down)} are down and their shoppers hidden; "
-                    "nothing was purged"
-                )
-            return {key for key, _ in tracker.list(CARTS_TOPIC)}
-        finally:
-            await tracker.stop(graceful=True)
+    def read(tracker: Tracker, synced: bool) -> set[str]:
+        if not synced:
+            raise CommandError(
+                f"not every node sent its shoppers within {wait:g} s; nothing was purged"
+            )
+        down = sorted(r for r, status in tracker.replicas().items() if status != "up")
+        if down:
+            raise CommandError(
+                f"replicas {', '.join(down)} are down and their shoppers hidden; nothing was purged"
+            )
+        return {key for key, _ in tracker.list(CARTS_TOPIC)}
 
-    return asyncio.run(observe())
+    # Every live node answers the observer's greeting at once; listening for two of an idle
+    # node's heartbeat gaps also hears one that was too busy to answer at first.
+    timings = TrackerOptions.from_mapping(tracker_settings()[1])
+    return observe(
+        wait,
+        read,
+        verbosity,
+        listen=2 * timings.silent_heartbeat_interval,
+        embedded="it cannot tell which carts are open. Run this with the servers' "
+        "REDIS_URL, or with --offline while no server is running.",
+        failed="; nothing was purged",
+    )
 
 
 class Command(BaseCommand):

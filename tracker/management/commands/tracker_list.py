@@ -8,8 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from tracker import Tracker
-
-from ._observer import add_wait_argument, observe
+from tracker.observe import add_wait_argument, observe
 
 
 class Command(BaseCommand):

@@ -1,4 +1,5 @@
-"""Shared by the tracker commands: join the cluster as a short-lived observer replica."""
+"""For management commands (the tracker's and any app's): join the cluster as a short-lived
+observer replica, which peers greet with their rows and never list, and read it."""
 
 from __future__ import annotations
 
@@ -15,15 +16,26 @@ from tracker.process import tracker_settings
 T = TypeVar("T")
 
 
-def observe(wait: float, read: Callable[[Tracker, bool], T], verbosity: int = 1) -> T:
-    """Start an observer, wait up to `wait` s for a sync, return `read(tracker, synced)`."""
+def observe(
+    wait: float,
+    read: Callable[[Tracker, bool], T],
+    verbosity: int = 1,
+    *,
+    listen: float = 0.0,
+    embedded: str = "it cannot be observed from outside. Set REDIS_URL to run a cluster.",
+    failed: str = "",
+) -> T:
+    """Start an observer, listen `listen` s, wait up to `wait` s more for a sync, and
+    return `read(tracker, synced)`. CommandError, naming `embedded` (what the embedded
+    default means for the caller) when there is no REDIS_URL, and with `failed` appended
+    when Redis cannot be reached."""
     if verbosity < 2:  # the replica's own comings and goings are noise here
         logging.getLogger("tracker").setLevel(logging.WARNING)
     name, options = tracker_settings()
     if not options.get("redis_url"):
         raise CommandError(
-            "REDIS_URL is not set: the embedded tracker lives inside the single server "
-            "process and cannot be observed from outside. Set REDIS_URL to run a cluster."
+            f"REDIS_URL is not set: the embedded tracker lives inside the single server "
+            f"process, and {embedded}"
         )
     if wait <= 0:
         raise CommandError("--wait must be a positive number of seconds")
@@ -33,8 +45,10 @@ def observe(wait: float, read: Callable[[Tracker, bool], T], verbosity: int = 1)
         try:
             await tracker.start()
         except TransportUnavailable as error:
-            raise CommandError(str(error)) from None
+            raise CommandError(f"{error}{failed}") from None
         try:
+            if listen:
+                await asyncio.sleep(listen)
             synced = await tracker.sync(within=wait)
             return read(tracker, synced)
         finally:
