@@ -16,10 +16,11 @@ Environment:
                    hostname:pid); a restarted process with the same name replaces its old replica.
   TRACKER_BROADCAST_PERIOD, TRACKER_DOWN_PERIOD, TRACKER_PERMDOWN_PERIOD  the tracker's
                    timings in seconds (defaults 0.2, 5 and 300: see tracker/conf.py for what
-                   each means). Positive numbers, checked together at start as the tracker
-                   checks them: down at least 2 x broadcast x max_silent_periods (5), permdown
-                   longer than down. Lowered by the cluster fault tests; raise down on a
-                   loaded cluster whose nodes miss heartbeats.
+                   each means). Positive numbers, checked together at start-up by the
+                   tracker's system check (tracker.E001): down at least 2 x broadcast x
+                   max_silent_periods (5), permdown longer than down. Lowered by the
+                   cluster fault tests; raise down on a loaded cluster whose nodes miss
+                   heartbeats.
   DASHBOARD_DIFF_INTERVAL  seconds between coalesced staff diffs (default 0.1).
   METRICS          "on" (default) or "off": serve Prometheus metrics at /metrics. Off: 404.
   METRICS_ALLOWED_IPS  comma-separated client addresses or networks (CIDR) that may read
@@ -41,8 +42,6 @@ from urllib.parse import unquote, urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
-
-from tracker.conf import ConfigurationError, TrackerOptions
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
@@ -274,7 +273,9 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # The presence tracker (see tracker/conf.py for every option and its default; None means
-# that default).
+# that default). Each value is parsed here; whether they go together is the tracker app's
+# system check (tracker.E001), run before any server starts: the replica itself starts
+# lazily, and a bad combination must stop start-up, not the first shopper.
 TRACKER = {
     "redis_url": TRACKER_REDIS_URL,
     "node_name": os.environ.get("TRACKER_NODE_NAME") or None,
@@ -285,10 +286,6 @@ TRACKER = {
     # processes can change what the cluster shows (docs/protocol.md, tracker wire format).
     "secret": SECRET_KEY,
 }
-try:  # the tracker starts lazily: fail now, not at the first shopper
-    TrackerOptions.from_mapping({k: v for k, v in TRACKER.items() if v is not None})
-except ConfigurationError as error:
-    raise ImproperlyConfigured(f"tracker settings (TRACKER_* variables): {error}") from None
 
 DASHBOARD_DIFF_INTERVAL = _env_float("DASHBOARD_DIFF_INTERVAL", 0.1)
 
