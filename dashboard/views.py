@@ -8,6 +8,7 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from .routing import SOCKET_PATH
 from .tokens import MAX_AGE, issue_token
 
 
@@ -38,7 +39,7 @@ def staff_page(view):
 @staff_page
 def index(request: HttpRequest) -> HttpResponse:
     """The live dashboard; everything on it arrives over the staff socket."""
-    return render(request, "dashboard/index.html")
+    return render(request, "dashboard/index.html", {"socket_path": SOCKET_PATH})
 
 
 @require_GET

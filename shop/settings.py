@@ -166,6 +166,9 @@ if TRACKER_REDIS_URL and not REDIS_URL:
 
 INSTALLED_APPS = [
     "daphne",
+    # Before django.contrib.admin: the site's layout and its registration/ pages (login,
+    # password reset) are shop's templates, and the admin ships pages of the same names.
+    "shop",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -174,7 +177,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "tracker",
-    "shop",
     "dashboard",
 ]
 
@@ -191,13 +193,13 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
-ROOT_URLCONF = "shop.urls"
+ROOT_URLCONF = "shop.root_urls"
 ASGI_APPLICATION = "shop.asgi.application"
 
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        "DIRS": [],  # every template ships with its app (the site's own: shop/templates)
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -235,8 +237,8 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "/"
-LOGOUT_REDIRECT_URL = "/"
+LOGIN_REDIRECT_URL = "shop:index"
+LOGOUT_REDIRECT_URL = "shop:index"
 
 SESSION_COOKIE_AGE = 60 * 60 * 24 * 30  # carts outlive a browser restart
 
@@ -310,8 +312,8 @@ LOGGING = {
 
 # -- Login throttling (django-axes) -----------------------------------------------------
 # After LOGIN_FAILURE_LIMIT failed logins for one username from one client address, that
-# username is locked out from that address (HTTP 429, templates/registration/locked_out.html)
-# for LOGIN_LOCKOUT_MINUTES; others, and the same username elsewhere, are not: no client can
+# username is locked out from that address (HTTP 429, registration/locked_out.html) for
+# LOGIN_LOCKOUT_MINUTES; others, and the same username elsewhere, are not: no client can
 # lock a user out everywhere. The address is the ASGI client (REMOTE_ADDR), as for
 # /metrics. Attempts live in the database (shared by every node) and expire with the lockout.
 LOGIN_FAILURE_LIMIT = _env_count("LOGIN_FAILURE_LIMIT", 5)
