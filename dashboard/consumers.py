@@ -8,12 +8,11 @@ sends nothing.
 """
 
 import asyncio
-import json
 import logging
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from shop.broadcast import STOCK_GROUP
 from shop.login_state import LOGIN_CHANGED_CLOSE_CODE, session_group
@@ -70,7 +69,7 @@ def frames(message: dict[str, Any], size: int = FRAME_ENTRIES) -> list[dict[str,
     ]
 
 
-class DashboardConsumer(AsyncWebsocketConsumer):
+class DashboardConsumer(AsyncJsonWebsocketConsumer):
     """One staff dashboard: forwards this node's aggregates and the shop's stock changes."""
 
     async def __call__(self, scope, receive, send) -> None:
@@ -125,8 +124,10 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_discard(STOCK_GROUP, self.channel_name)
         await self.channel_layer.group_discard(session_group(self.session_key), self.channel_name)
 
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        pass  # the staff client has nothing to say
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
+    ) -> None:
+        pass  # the staff client has nothing to say: any frame, text or binary, is ignored
 
     async def login_changed(self, event: dict[str, Any]) -> None:
         """Its session logged out (or in again): the page reloads."""
@@ -141,7 +142,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
                 for frame in frames(await self.queue.get()):
                     message = await self._present(frame)
                     if message is not None:
-                        await self.send(text_data=json.dumps(message))
+                        await self.send_json(message)
                         STAFF_MESSAGES_SENT.labels(message["type"]).inc()
         except Exception:
             logger.exception("staff socket feed failed")
