@@ -1,12 +1,9 @@
 """The site's root URLconf (settings.ROOT_URLCONF): each app's pages under its prefix and
-namespace, the account pages, and /healthz and /metrics for load balancers and Prometheus."""
+namespace, the account pages, and /healthz and /metrics for load balancers and Prometheus.
+Static files never get here: WhiteNoise's middleware answers them (settings, STORAGES)."""
 
-import re
-
-from django.conf import settings
 from django.contrib import admin
-from django.contrib.staticfiles import views as staticfiles_views
-from django.urls import include, path, re_path
+from django.urls import include, path
 
 from shop import observability
 
@@ -17,12 +14,4 @@ urlpatterns = [
     path("dashboard/", include("dashboard.urls")),
     path("healthz", observability.healthz, name="healthz"),
     path("metrics", observability.metrics, name="metrics"),
-    # Daphne has no static file handler, so every node serves the site's few static files
-    # itself (runserver does the same in DEBUG). Behind a web server, run collectstatic and
-    # let it serve STATIC_URL instead.
-    re_path(
-        rf"^{re.escape(settings.STATIC_URL.lstrip('/'))}(?P<path>.*)$",
-        staticfiles_views.serve,
-        {"insecure": True},
-    ),
 ]

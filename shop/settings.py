@@ -8,6 +8,8 @@ Environment:
   REDIS_URL        absent: one node, in-memory channel layer, in-process tracker transport.
                    present: channels-redis layer and the Redis tracker transport (a cluster).
   DATABASE_URL     absent: SQLite file var/db.sqlite3. Otherwise any dj-database-url URL.
+  STATIC_ROOT      where `manage.py collectstatic` puts the static files, which each node
+                   serves from there (default: staticfiles/ in the checkout).
   TRACKER_REDIS_URL  the Redis that carries the tracker's pub/sub when it should not be
                    REDIS_URL's (default: REDIS_URL), e.g. a Redis of its own for the presence
                    fan-out, or a proxy in front of it (the partition fault tests). Needs
@@ -182,6 +184,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (STORAGES below) are answered here, before anything else runs for them.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     # Before the session middleware: it tells sockets of an ended login once the session is
     # saved (shop/login_state.py).
     "shop.login_state.LoginStateMiddleware",
@@ -257,8 +261,18 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# Static files: every node serves them itself, through WhiteNoise (daphne has no static file
+# handler). `manage.py collectstatic` gathers the apps' files into STATIC_ROOT under hashed
+# names (shop/shop.1f2e3d4c5b6a.css), also gzipped; pages link those names, and WhiteNoise
+# serves them with a year's `Cache-Control: immutable`: a changed file is a new name. In
+# DEBUG, pages link the plain names, which WhiteNoise serves from the apps' static/
+# directories as they change: development needs no collectstatic.
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT") or BASE_DIR / "staticfiles")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 
 if REDIS_URL:
     CHANNEL_LAYERS = {
@@ -339,7 +353,8 @@ AXES_LOCKOUT_CALLABLE = "shop.views.login_locked_out"
 # Content-Security-Policy (django-csp): scripts, styles, fetches and websockets from this
 # site only, no inline script or style (none of the pages has any), no framing. The
 # favicon is a data: URL. 'self' covers ws:/wss: to this host.
-MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+# (After WhiteNoise: the header is for pages; scripts and stylesheets need none.)
+MIDDLEWARE.insert(MIDDLEWARE.index("whitenoise.middleware.WhiteNoiseMiddleware") + 1,
                   "csp.middleware.CSPMiddleware")  # fmt: skip
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {

@@ -177,11 +177,20 @@ def _deploy_env(tmp_path, **extra: str) -> dict[str, str]:
     env.update(
         DJANGO_SETTINGS_MODULE="shop.settings",
         VAR_DIR=str(tmp_path),
+        STATIC_ROOT=str(tmp_path / "static"),
         SECRET_KEY="a-deployment-key-" + "x7Qp2" * 12,
         ALLOWED_HOSTS="shop.example.com",
         **extra,
     )
     return env
+
+
+def _collect_static(env: dict[str, str]) -> None:
+    """As a deployment does before serving (pages link the collected, hashed names)."""
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput"],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
 
 
 def test_check_deploy_is_clean_with_https_on(tmp_path):
@@ -191,6 +200,7 @@ def test_check_deploy_is_clean_with_https_on(tmp_path):
             cwd=ROOT, env=env, capture_output=True, text=True,
         )  # fmt: skip
 
+    _collect_static(_deploy_env(tmp_path))
     plain = check(_deploy_env(tmp_path))
     assert "security.W008" in plain.stderr and "security.W012" in plain.stderr
     secure = check(_deploy_env(tmp_path, HTTPS="1"))
@@ -219,6 +229,7 @@ def test_https_redirects_secures_cookies_and_sends_hsts(tmp_path):
         [sys.executable, "manage.py", "migrate", "--noinput"],
         cwd=ROOT, env=env, capture_output=True, text=True, check=True,
     )  # fmt: skip
+    _collect_static(env)
     result = subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", HTTPS_SCRIPT],
         cwd=ROOT, env=env, capture_output=True, text=True,

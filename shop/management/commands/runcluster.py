@@ -1,7 +1,8 @@
 """manage.py runcluster: N daphne nodes on this machine sharing one Redis, as one cluster.
 
 Without --redis-url (or REDIS_URL) a throwaway redis-server (no persistence) is started on
-a free port. The database is migrated once, then node i serves 127.0.0.1:<port + i> with
+a free port. The database is migrated once (and, with DEBUG off, the static files collected:
+shop.checks), then node i serves 127.0.0.1:<port + i> with
 TRACKER_NODE_NAME=node-<i>. Every child's output is shown prefixed by its name. Ctrl-C or
 SIGTERM stops the nodes with SIGTERM (their trackers say goodbye, so peers drop their rows
 at once) and then Redis, killing whatever does not stop in time; a second Ctrl-C kills at
@@ -28,6 +29,8 @@ import redis
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+
+from shop.checks import static_files_must_be_collected
 
 HOST = "127.0.0.1"
 READY_TIMEOUT = 30.0  # seconds for a node to accept connections
@@ -144,6 +147,9 @@ class Command(BaseCommand):
             "migrate", interactive=False, verbosity=max(verbosity - 1, 0), stdout=self.stdout
         )
         self.stdout.write(f"database migrated: {settings.DATABASES['default']['NAME']}")
+        if static_files_must_be_collected():
+            call_command("collectstatic", interactive=False, verbosity=0)
+            self.stdout.write(f"static files collected: {settings.STATIC_ROOT}")
         if options["seed_catalog"]:
             call_command("seed_catalog", verbosity=max(verbosity - 1, 0), stdout=self.stdout)
         cluster = Cluster(self, ports, redis_url, redis_server, options["stop_timeout"])
