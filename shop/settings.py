@@ -7,9 +7,12 @@ Environment:
   ALLOWED_HOSTS    comma-separated host names (default: localhost,127.0.0.1,[::1]).
   REDIS_URL        absent: one node, in-memory channel layer, in-process tracker transport.
                    present: channels-redis layer and the Redis tracker transport (a cluster).
+  VAR_DIR          where the SQLite file and the development key live (default: var/ in the
+                   checkout, or in the working directory of an installed copy).
   DATABASE_URL     absent: SQLite file var/db.sqlite3. Otherwise any dj-database-url URL.
   STATIC_ROOT      where `manage.py collectstatic` puts the static files, which each node
-                   serves from there (default: staticfiles/ in the checkout).
+                   serves from there (default: staticfiles/ in the checkout, or in the
+                   working directory of an installed copy).
   TRACKER_REDIS_URL  the Redis that carries the tracker's pub/sub when it should not be
                    REDIS_URL's (default: REDIS_URL), e.g. a Redis of its own for the presence
                    fan-out, or a proxy in front of it (the partition fault tests). Needs
@@ -45,7 +48,10 @@ from urllib.parse import unquote, urlsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+# A source checkout keeps var/ and staticfiles/ beside manage.py; an installed copy (pip
+# install .) keeps them in the directory it is run from, never inside site-packages.
+_CHECKOUT = Path(__file__).resolve().parent.parent
+BASE_DIR = _CHECKOUT if (_CHECKOUT / "manage.py").is_file() else Path.cwd()
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
 
 
