@@ -11,6 +11,7 @@ import asyncio
 import logging
 from typing import Any
 
+from asgiref.typing import ASGIReceiveCallable, ASGISendCallable
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
@@ -69,10 +70,12 @@ def frames(message: dict[str, Any], size: int = FRAME_ENTRIES) -> list[dict[str,
     ]
 
 
-class DashboardConsumer(AsyncJsonWebsocketConsumer):
+class DashboardConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # channels: untyped
     """One staff dashboard: forwards this node's aggregates and the shop's stock changes."""
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(
+        self, scope: dict[str, Any], receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
         """Run the connection; however it ends, it leaves the hub. `disconnect` runs only
         when the client goes away; a consumer whose channel layer failed (Redis lost) or
         that was cancelled would otherwise keep its queue in the hub, filling with every

@@ -50,9 +50,14 @@ class Child:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
-    def pid(self) -> int:
+    def started(self) -> asyncio.subprocess.Process:
+        """The process, once spawned."""
         assert self.process is not None
-        return self.process.pid
+        return self.process
+
+    @property
+    def pid(self) -> int:
+        return self.started.pid
 
     @property
     def running(self) -> bool:
@@ -61,7 +66,7 @@ class Child:
     def signal(self, signum: int) -> None:
         if self.running:
             with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signum)
+                self.started.send_signal(signum)
 
 
 def _die_with_parent() -> None:
@@ -208,7 +213,7 @@ class Cluster:
             loop.add_signal_handler(signum, self.on_signal)
         try:
             if self.redis_server is not None:
-                await self.start_redis()
+                await self.start_redis(self.redis_server)
             await self.start_nodes()
             await self.stopping.wait()
         finally:
@@ -248,7 +253,7 @@ class Cluster:
 
     async def watch(self, child: Child) -> None:
         """Say so when a child exits on its own; stop if no node is left."""
-        code = await child.process.wait()
+        code = await child.started.wait()
         if self.stopping.is_set():
             return
         self.say(
@@ -266,12 +271,12 @@ class Cluster:
             self.deserted = True
             self.stopping.set()
 
-    async def start_redis(self) -> None:
+    async def start_redis(self, server: str) -> None:
         port = free_port()
         directory = tempfile.mkdtemp(prefix="runcluster-redis-")
         self.redis = Child(
             "redis",
-            [self.redis_server, "--port", str(port), "--bind", HOST, "--save", "",
+            [server, "--port", str(port), "--bind", HOST, "--save", "",
              "--appendonly", "no", "--dir", directory, "--loglevel", "warning"],
             dict(os.environ),
         )  # fmt: skip
@@ -301,6 +306,7 @@ class Cluster:
             writer.close()
 
     async def start_nodes(self) -> None:
+        assert self.redis_url is not None  # given, or the one start_redis started
         if self.redis is None:
             self.say(f"Redis: {self.redis_url}")
         for index, port in enumerate(self.ports):
@@ -352,7 +358,7 @@ class Cluster:
 
         async def all_exited() -> None:
             for child in children:
-                await child.process.wait()
+                await child.started.wait()
 
         waits = [asyncio.ensure_future(all_exited()), asyncio.ensure_future(self.hurry.wait())]
         await asyncio.wait(waits, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
@@ -363,5 +369,5 @@ class Cluster:
             if child.running:
                 self.say(self.style.WARNING(f"{child.name} did not stop in time: killed"))
                 child.signal(signal.SIGKILL)
-            await child.process.wait()
-            self.say(f"{child.name} stopped (exit code {child.process.returncode})")
+            await child.started.wait()
+            self.say(f"{child.name} stopped (exit code {child.started.returncode})")
