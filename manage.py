@@ -9,6 +9,9 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
     from django.core.management import execute_from_command_line
 
+    from shop.preflight import settings_or_exit
+
+    settings_or_exit()  # a bad environment: one line, no traceback
     execute_from_command_line(sys.argv)
 
 

@@ -189,5 +189,9 @@ class Aggregator:
             "pages": self.pages,
             "items": dict(self._items),
             "pages_by_path": dict(self._paths),
-            "carts": {cart_id: dict(cart.entry) for cart_id, cart in self._carts.items()},
+            "carts": {  # (every cart kept has rows, hence an entry)
+                cart_id: dict(cart.entry)
+                for cart_id, cart in self._carts.items()
+                if cart.entry is not None
+            },
         }

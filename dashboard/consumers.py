@@ -9,12 +9,12 @@ sends nothing.
 """
 
 import asyncio
-import json
 import logging
 from typing import Any
 
+from asgiref.typing import ASGIReceiveCallable, ASGISendCallable
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from shop.broadcast import STOCK_GROUP
 from shop.login_state import LOGIN_CHANGED_CLOSE_CODE, session_group
@@ -71,10 +71,12 @@ def frames(message: dict[str, Any], size: int = FRAME_ENTRIES) -> list[dict[str,
     ]
 
 
-class DashboardConsumer(AsyncWebsocketConsumer):
+class DashboardConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # channels: untyped
     """One staff dashboard: forwards this node's aggregates and the shop's stock changes."""
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(
+        self, scope: dict[str, Any], receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
         """Run the connection; however it ends, it leaves the hub. `disconnect` runs only
         when the client goes away; a consumer whose channel layer failed (Redis lost) or
         that was cancelled would otherwise keep its queue in the hub, filling with every
@@ -126,8 +128,10 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_discard(STOCK_GROUP, self.channel_name)
         await self.channel_layer.group_discard(session_group(self.session_key), self.channel_name)
 
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        pass  # the staff client has nothing to say
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
+    ) -> None:
+        pass  # the staff client has nothing to say: any frame, text or binary, is ignored
 
     async def login_changed(self, event: dict[str, Any]) -> None:
         """Its session logged out (or in again): the page reloads."""
@@ -142,7 +146,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
                 for frame in frames(await self.queue.get()):
                     message = await self._present(frame)
                     if message is not None:
-                        await self.send(text_data=json.dumps(message))
+                        await self.send_json(message)
                         STAFF_MESSAGES_SENT.labels(message["type"]).inc()
         except Exception:
             logger.exception("staff socket feed failed")

@@ -238,11 +238,3 @@ async def get_hub() -> DashboardHub:
         if _hubs.get(loop) is starting:
             del _hubs[loop]  # let the next staff socket try again
         raise
-
-
-def install_hub(hub: DashboardHub) -> None:
-    """Make `hub` this event loop's hub, for setups that feed a hub themselves (tests)."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[DashboardHub] = loop.create_future()
-    future.set_result(hub)
-    _hubs[loop] = future

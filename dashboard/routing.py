@@ -8,9 +8,11 @@ from django.urls import path
 from .consumers import DashboardConsumer
 from .middleware import StaffTokenAuthMiddleware
 
+SOCKET_PATH = "/ws/dashboard/"  # the dashboard page hands it to its script (data-socket-path)
+
 websocket_urlpatterns = [
     path(
-        "ws/dashboard/",
+        SOCKET_PATH.removeprefix("/"),
         AllowedHostsOriginValidator(
             SessionMiddlewareStack(StaffTokenAuthMiddleware(DashboardConsumer.as_asgi()))
         ),

@@ -14,6 +14,7 @@ in the session, and a token copied out of a URL is useless without the cookie.
 """
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core import signing
@@ -54,7 +55,7 @@ def check_token(token: str, max_age: float = MAX_AGE) -> TokenClaims:
     caller to check against the handshake's cookie and the database.
     """
     try:
-        payload = signing.loads(token, salt=SALT, max_age=max_age)
+        payload = signing.loads(token, salt=SALT, max_age=timedelta(seconds=max_age))
     except signing.SignatureExpired as exc:
         raise TokenExpired(str(exc)) from None
     except signing.BadSignature as exc:

@@ -1,6 +1,8 @@
 """The staff dashboard page and the endpoint that issues its socket tokens."""
 
+from collections.abc import Callable
 from functools import wraps
+from typing import Any
 
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -8,6 +10,7 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from .routing import SOCKET_PATH
 from .tokens import MAX_AGE, issue_token
 
 
@@ -15,7 +18,7 @@ def _is_staff(request: HttpRequest) -> bool:
     return request.user.is_active and request.user.is_staff
 
 
-def staff_page(view):
+def staff_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     """Anonymous visitors go to the login page; logged-in non-staff get a 403 page.
 
     (Django's `staff_member_required` sends everyone to the admin login, which would show a
@@ -23,7 +26,7 @@ def staff_page(view):
     """
 
     @wraps(view)
-    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if not request.user.is_authenticated:
             return redirect_to_login(request.get_full_path())
         if not _is_staff(request):
@@ -38,7 +41,7 @@ def staff_page(view):
 @staff_page
 def index(request: HttpRequest) -> HttpResponse:
     """The live dashboard; everything on it arrives over the staff socket."""
-    return render(request, "dashboard/index.html")
+    return render(request, "dashboard/index.html", {"socket_path": SOCKET_PATH})
 
 
 @require_GET
@@ -50,7 +53,8 @@ def token(request: HttpRequest) -> JsonResponse:
     rather than a login redirect the script would have to recognise; the page then reloads
     and lands on the login or 403 page.
     """
-    if not request.user.is_authenticated or not _is_staff(request):
+    session_key = request.session.session_key  # (a logged-in request's session is saved)
+    if not request.user.is_authenticated or not _is_staff(request) or session_key is None:
         return JsonResponse({"error": "forbidden", "message": "Staff only."}, status=403)
-    token = issue_token(request.user, request.session.session_key)
+    token = issue_token(request.user, session_key)
     return JsonResponse({"token": token, "expires_in": MAX_AGE})

@@ -7,15 +7,15 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import views as auth_views
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponseBase
 from django.urls import path
 
 
-def _offered(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+def _offered(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
     """404 while the site cannot send the reset mail (instead of an ERROR in the log)."""
 
     @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not settings.PASSWORD_RESET:
             raise Http404("Password reset is not offered: this site sends no mail.")
         return view(request, *args, **kwargs)

@@ -36,8 +36,7 @@ class ItemAdmin(admin.ModelAdmin):
 class CartItemInline(admin.TabularInline):
     model = CartItem
     extra = 0
-    fields = ["item", "quantity"]
-    readonly_fields = fields
+    fields = readonly_fields = ("item", "quantity")
 
 
 @admin.register(Cart)

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.core import checks
 
 
 class ShopConfig(AppConfig):
@@ -7,3 +8,8 @@ class ShopConfig(AppConfig):
 
     def ready(self) -> None:
         from shop import signals  # noqa: F401  (connects the receivers)
+        from shop.checks import check_static_files
+
+        # Untagged: collectstatic runs only the staticfiles-tagged checks, and need not be
+        # told to run itself.
+        checks.register(check_static_files)

@@ -7,8 +7,12 @@ import os
 
 from django.core.asgi import get_asgi_application
 
+from shop import preflight
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
+preflight.settings_or_exit()  # a bad environment ends the server with one line
 django_asgi_app = get_asgi_application()
+preflight.checks_or_exit()  # daphne runs no system checks (tracker.E001...) of its own
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from shop import carts, identity, open_tabs, socket_limits
 from shop.broadcast import STOCK_GROUP, cart_group, publish_cart
@@ -111,7 +111,7 @@ def _change(operation: Any, shopper: identity.Shopper, item_id: int) -> carts.Ca
     return operation(shopper.cart_id, item_id, shopper.user_id)
 
 
-class ShoppingCartConsumer(AsyncWebsocketConsumer):
+class ShoppingCartConsumer(AsyncJsonWebsocketConsumer):
     """One open storefront page. Its cart and login state come from the handshake's cookies
     and session (shop.identity).
 
@@ -239,27 +239,34 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
                 self.channel_name, CARTS_TOPIC, self.cart_id, self.presence_meta()
             )
 
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
+    ) -> None:
+        """channels' JSON frame handling (decode_json, then receive_json), behind the checks
+        that come before parsing: the rate, binary frames (channels would raise on those,
+        and on an empty text frame), the size. A BadMessage is answered with its error."""
         try:
             if not self.rate_limiter.allow(time.monotonic()):
                 raise BadMessage("rate_limited", f"More than {RATE_LIMIT} messages a second.")
-            message = self.parse(text_data)
-            await self.handle(message)
+            if text_data is None:
+                raise BadMessage("invalid_message", "Send JSON text frames, not binary ones.")
+            if len(text_data.encode("utf-8", "surrogatepass")) > MAX_FRAME_BYTES:
+                raise BadMessage("too_large", f"Messages are limited to {MAX_FRAME_BYTES} bytes.")
+            await self.receive_json(await self.decode_json(text_data), **kwargs)
         except BadMessage as error:
             await self.send_error(error.code, error.message, error.request_id)
 
-    def parse(self, text_data: str | None) -> dict[str, Any]:
-        if text_data is None:
-            raise BadMessage("invalid_message", "Send JSON text frames, not binary ones.")
-        if len(text_data.encode("utf-8", "surrogatepass")) > MAX_FRAME_BYTES:
-            raise BadMessage("too_large", f"Messages are limited to {MAX_FRAME_BYTES} bytes.")
+    @classmethod
+    async def decode_json(cls, text_data: str) -> Any:
         try:
-            message = json.loads(text_data, parse_constant=_reject_constant)
+            return json.loads(text_data, parse_constant=_reject_constant)
         except (ValueError, RecursionError):
             raise BadMessage("invalid_message", "The message is not valid JSON.") from None
-        if not isinstance(message, dict):
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if not isinstance(content, dict):
             raise BadMessage("invalid_message", "The message must be a JSON object.")
-        return message
+        await self.handle(content)
 
     async def handle(self, message: dict[str, Any]) -> None:
         request_id = message.get("request_id", _NO_REQUEST_ID)
@@ -299,9 +306,6 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
         if request_id is not _NO_REQUEST_ID:
             payload["request_id"] = request_id
         await self.send_json(payload)
-
-    async def send_json(self, payload: dict[str, Any]) -> None:
-        await self.send(text_data=json.dumps(payload))
 
     def expect(self, revision: int) -> None:
         """The tracker shows this cart at `revision` (see shop.open_tabs): unless the

@@ -88,6 +88,7 @@ def socket_shopper(scope: dict[str, Any]) -> Shopper | None:
     or None if it names no cart. Blocking: it may load the session."""
     user, session = scope.get("user"), scope.get("session")
     if user is not None and user.is_authenticated:
+        assert session is not None  # a login lives in its session (AuthMiddlewareStack)
         cart_id = session_cart_id(session)
         return Shopper(cart_id, user.pk, session.session_key) if cart_id else None
     cart_id = _anonymous_cart_id(scope.get("cookies", {}), session)
@@ -122,7 +123,7 @@ def page_cart(request: HttpRequest) -> tuple[str, Cart | None]:
         if owner is not None:
             request.session[CART_SESSION_KEY] = cart_id
     if owner is None:
-        request._cart_cookie = cart_id  # see remember_cart
+        request._cart_cookie = cart_id  # type: ignore[attr-defined]  # see remember_cart
     if cart is not None and timezone.now() - cart.updated_at > SEEN_EVERY:
         Cart.objects.filter(pk=cart.pk).update(updated_at=timezone.now())
     return cart_id, cart

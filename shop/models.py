@@ -43,7 +43,7 @@ class Product(models.Model):
         return f"{self.brand} {self.name}"
 
     def get_absolute_url(self) -> str:
-        return reverse("product", kwargs={"slug": self.slug})
+        return reverse("shop:product", kwargs={"slug": self.slug})
 
     @property
     def swatch(self) -> str:

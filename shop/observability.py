@@ -139,7 +139,7 @@ def _tracker_health(tracker: Tracker | None) -> dict[str, Any]:
     peers = [status for replica, status in replicas.items() if replica != tracker.replica_id]
     return {
         "running": True,
-        "transport": tracker.transport.description,
+        "transport": tracker.transport.description if tracker.transport is not None else None,
         "replicas": replicas,
         "peers_up": peers.count(UP),
         "peers_down": len(peers) - peers.count(UP),

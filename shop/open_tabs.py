@@ -27,6 +27,11 @@ class Tab(Protocol):
     def expect(self, revision: int) -> None: ...
 
 
+def _cart_of(tab: Tab) -> str:
+    assert tab.cart_id is not None  # a tab is tracked, hence here, only once it has a cart
+    return tab.cart_id
+
+
 class OpenTabs:
     """The tabs of one tracker's process, by cart id; subscribed to that tracker's diffs."""
 
@@ -34,14 +39,15 @@ class OpenTabs:
         self.by_cart: dict[str, set[Tab]] = {}
 
     def add(self, tab: Tab) -> None:
-        self.by_cart.setdefault(tab.cart_id, set()).add(tab)
+        self.by_cart.setdefault(_cart_of(tab), set()).add(tab)
 
     def discard(self, tab: Tab) -> None:
-        tabs = self.by_cart.get(tab.cart_id)
+        cart_id = _cart_of(tab)
+        tabs = self.by_cart.get(cart_id)
         if tabs is not None:
             tabs.discard(tab)
             if not tabs:
-                del self.by_cart[tab.cart_id]
+                del self.by_cart[cart_id]
 
     def on_diff(self, diff: dict[str, tuple[list[Any], list[Any]]]) -> None:
         """Tell our tabs of every cart revision that joined (a tab's meta update)."""

@@ -17,10 +17,10 @@ def page_bucket(path: str) -> str:
         match = resolve(path)
     except Resolver404:
         return OTHER_PAGES
-    if match.view_name in {"index", "checkout"}:  # (view_name: "admin:index" is not ours)
+    if match.view_name in {"shop:index", "shop:checkout"}:
         return reverse(match.view_name)
-    if match.view_name == "product":
+    if match.view_name == "shop:product":
         slug = match.kwargs["slug"]
         if Product.objects.filter(slug=slug, released=True).exists():
-            return reverse("product", kwargs={"slug": slug})
+            return reverse("shop:product", kwargs={"slug": slug})
     return OTHER_PAGES

@@ -7,9 +7,11 @@ from django.urls import path
 
 from shop.consumers import ShoppingCartConsumer
 
+SOCKET_PATH = "/ws/cart/"  # storefront pages hand it to their script (data-socket-path)
+
 websocket_urlpatterns = [
     path(
-        "ws/cart/",
+        SOCKET_PATH.removeprefix("/"),
         AllowedHostsOriginValidator(AuthMiddlewareStack(ShoppingCartConsumer.as_asgi())),
     ),
 ]

@@ -7,7 +7,12 @@ Environment:
   ALLOWED_HOSTS    comma-separated host names (default: localhost,127.0.0.1,[::1]).
   REDIS_URL        absent: one node, in-memory channel layer, in-process tracker transport.
                    present: channels-redis layer and the Redis tracker transport (a cluster).
+  VAR_DIR          where the SQLite file and the development key live (default: var/ in the
+                   checkout, or in the working directory of an installed copy).
   DATABASE_URL     absent: SQLite file var/db.sqlite3. Otherwise any dj-database-url URL.
+  STATIC_ROOT      where `manage.py collectstatic` puts the static files, which each node
+                   serves from there (default: staticfiles/ in the checkout, or in the
+                   working directory of an installed copy).
   TRACKER_REDIS_URL  the Redis that carries the tracker's pub/sub when it should not be
                    REDIS_URL's (default: REDIS_URL), e.g. a Redis of its own for the presence
                    fan-out, or a proxy in front of it (the partition fault tests). Needs
@@ -19,10 +24,11 @@ Environment:
                    rolling deploy: docs/protocol.md).
   TRACKER_BROADCAST_PERIOD, TRACKER_DOWN_PERIOD, TRACKER_PERMDOWN_PERIOD  the tracker's
                    timings in seconds (defaults 0.2, 5 and 300: see tracker/conf.py for what
-                   each means). Positive numbers, checked together at start as the tracker
-                   checks them: down at least 2 x broadcast x max_silent_periods (5), permdown
-                   longer than down. Lowered by the cluster fault tests; raise down on a
-                   loaded cluster whose nodes miss heartbeats.
+                   each means). Positive numbers, checked together at start-up by the
+                   tracker's system check (tracker.E001): down at least 2 x broadcast x
+                   max_silent_periods (5), permdown longer than down. Lowered by the
+                   cluster fault tests; raise down on a loaded cluster whose nodes miss
+                   heartbeats.
   DASHBOARD_DIFF_INTERVAL  seconds between coalesced staff diffs (default 0.1).
   METRICS          "on" (default) or "off": serve Prometheus metrics at /metrics. Off: 404.
   METRICS_ALLOWED_IPS  comma-separated client addresses or networks (CIDR) that may read
@@ -45,9 +51,10 @@ from urllib.parse import unquote, urlsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from tracker.conf import ConfigurationError, TrackerOptions
-
-BASE_DIR = Path(__file__).resolve().parent.parent
+# A source checkout keeps var/ and staticfiles/ beside manage.py; an installed copy (pip
+# install .) keeps them in the directory it is run from, never inside site-packages.
+_CHECKOUT = Path(__file__).resolve().parent.parent
+BASE_DIR = _CHECKOUT if (_CHECKOUT / "manage.py").is_file() else Path.cwd()
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
 
 
@@ -170,6 +177,9 @@ if TRACKER_REDIS_URL and not REDIS_URL:
 
 INSTALLED_APPS = [
     "daphne",
+    # Before django.contrib.admin: the site's layout and its registration/ pages (login,
+    # password reset) are shop's templates, and the admin ships pages of the same names.
+    "shop",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -178,12 +188,13 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "tracker",
-    "shop",
     "dashboard",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (STORAGES below) are answered here, before anything else runs for them.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     # Before the session middleware: it tells sockets of an ended login once the session is
     # saved (shop/login_state.py).
     "shop.login_state.LoginStateMiddleware",
@@ -195,13 +206,13 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
-ROOT_URLCONF = "shop.urls"
+ROOT_URLCONF = "shop.root_urls"
 ASGI_APPLICATION = "shop.asgi.application"
 
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        "DIRS": [],  # every template ships with its app (the site's own: shop/templates)
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -239,8 +250,8 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "/"
-LOGOUT_REDIRECT_URL = "/"
+LOGIN_REDIRECT_URL = "shop:index"
+LOGOUT_REDIRECT_URL = "shop:index"
 
 SESSION_COOKIE_AGE = 60 * 60 * 24 * 30  # carts outlive a browser restart
 
@@ -259,8 +270,18 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# Static files: every node serves them itself, through WhiteNoise (daphne has no static file
+# handler). `manage.py collectstatic` gathers the apps' files into STATIC_ROOT under hashed
+# names (shop/shop.1f2e3d4c5b6a.css), also gzipped; pages link those names, and WhiteNoise
+# serves them with a year's `Cache-Control: immutable`: a changed file is a new name. In
+# DEBUG, pages link the plain names, which WhiteNoise serves from the apps' static/
+# directories as they change: development needs no collectstatic.
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT: Path | None = Path(os.environ.get("STATIC_ROOT") or BASE_DIR / "staticfiles")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 
 if REDIS_URL:
     CHANNEL_LAYERS = {
@@ -277,7 +298,9 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # The presence tracker (see tracker/conf.py for every option and its default; None means
-# that default).
+# that default). Each value is parsed here; whether they go together is the tracker app's
+# system check (tracker.E001), run before any server starts: the replica itself starts
+# lazily, and a bad combination must stop start-up, not the first shopper.
 TRACKER = {
     "redis_url": TRACKER_REDIS_URL,
     "node_name": os.environ.get("TRACKER_NODE_NAME") or None,
@@ -289,10 +312,6 @@ TRACKER = {
     # processes can change what the cluster shows (docs/protocol.md, tracker wire format).
     "secret": SECRET_KEY,
 }
-try:  # the tracker starts lazily: fail now, not at the first shopper
-    TrackerOptions.from_mapping({k: v for k, v in TRACKER.items() if v is not None})
-except ConfigurationError as error:
-    raise ImproperlyConfigured(f"tracker settings (TRACKER_* variables): {error}") from None
 
 DASHBOARD_DIFF_INTERVAL = _env_float("DASHBOARD_DIFF_INTERVAL", 0.1)
 
@@ -317,8 +336,8 @@ LOGGING = {
 
 # -- Login throttling (django-axes) -----------------------------------------------------
 # After LOGIN_FAILURE_LIMIT failed logins for one username from one client address, that
-# username is locked out from that address (HTTP 429, templates/registration/locked_out.html)
-# for LOGIN_LOCKOUT_MINUTES; others, and the same username elsewhere, are not: no client can
+# username is locked out from that address (HTTP 429, registration/locked_out.html) for
+# LOGIN_LOCKOUT_MINUTES; others, and the same username elsewhere, are not: no client can
 # lock a user out everywhere. The address is the ASGI client (REMOTE_ADDR), as for
 # /metrics. Attempts live in the database (shared by every node) and expire with the lockout.
 LOGIN_FAILURE_LIMIT = _env_count("LOGIN_FAILURE_LIMIT", 5)
@@ -344,7 +363,8 @@ AXES_LOCKOUT_CALLABLE = "shop.views.login_locked_out"
 # Content-Security-Policy (django-csp): scripts, styles, fetches and websockets from this
 # site only, no inline script or style (none of the pages has any), no framing. The
 # favicon is a data: URL. 'self' covers ws:/wss: to this host.
-MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+# (After WhiteNoise: the header is for pages; scripts and stylesheets need none.)
+MIDDLEWARE.insert(MIDDLEWARE.index("whitenoise.middleware.WhiteNoiseMiddleware") + 1,
                   "csp.middleware.CSPMiddleware")  # fmt: skip
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {

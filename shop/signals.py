@@ -30,7 +30,8 @@ from shop.stock import stock_level
 def remember_stock_level(sender: type[Item], instance: Item, **kwargs: Any) -> None:
     # Read from the database: the instance may be stale or hold an F() expression.
     stock = Item.objects.filter(pk=instance.pk).values_list("stock", flat=True).first()
-    instance._stock_level_before = None if stock is None else stock_level(stock)
+    level = None if stock is None else stock_level(stock)
+    instance._stock_level_before = level  # type: ignore[attr-defined]  # for push_stock_level
 
 
 @receiver(post_save, sender=Item)

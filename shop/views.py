@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
-from shop import carts, identity
+from shop import carts, identity, routing
 from shop.broadcast import publish_cart, publish_stock
 from shop.models import Cart, CartItem, Item, Product
 
@@ -26,10 +26,12 @@ def _render(
     cart: tuple[str, Cart | None] | None = None,
     status: int = 200,
 ) -> HttpResponse:
-    """Render a storefront page with the shopper's cart for the header widget."""
+    """Render a storefront page with the shopper's cart for the header widget, which also
+    tells the page's script where the shopper socket is."""
     cart_id, row = cart or identity.page_cart(request)
     snapshot = carts.snapshot(row) if row is not None else carts.empty_snapshot(cart_id)
-    response = render(request, template, {**context, "cart": snapshot}, status=status)
+    context = {**context, "cart": snapshot, "socket_path": routing.SOCKET_PATH}
+    response = render(request, template, context, status=status)
     identity.remember_cart(request, response)
     return response
 
@@ -77,7 +79,7 @@ def checkout(request: HttpRequest) -> HttpResponse:
             messages.success(
                 request, f"Thank you! Your order of {purchase.quantity} {units} is placed."
             )
-            return redirect("checkout")
+            return redirect("shop:checkout")
     lines = [
         CheckoutLine(line, carts.line_available(line))
         for line in (carts.cart_lines(cart) if cart is not None else [])

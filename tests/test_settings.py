@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.redis_server import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -19,6 +21,39 @@ def test_refuses_to_start_without_secret_key_when_debug_is_off(tmp_path):
     result = _check({"VAR_DIR": str(tmp_path)})
     assert result.returncode != 0
     assert "SECRET_KEY is not set" in result.stderr
+
+
+def _daphne(env_overrides: dict[str, str]) -> subprocess.CompletedProcess:
+    """Start daphne on the site's ASGI module as a deployment does, and wait for it to end
+    (a server that starts despite a bad environment times out here)."""
+    env = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG"}}
+    env.update(env_overrides, DJANGO_SETTINGS_MODULE="shop.settings")
+    return subprocess.run(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(free_port()),
+         "shop.asgi:application"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_a_bad_environment_is_one_line_without_traceback(tmp_path):
+    """manage.py and daphne (through shop.asgi) print the settings' complaint alone."""
+    for result in (
+        _check({"VAR_DIR": str(tmp_path)}),
+        _daphne({"VAR_DIR": str(tmp_path)}),
+    ):
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.splitlines() == [
+            "Configuration error: SECRET_KEY is not set. Set it in the environment, "
+            "or set DEBUG=1 for development."
+        ]
+    for result in (
+        _check({"DEBUG": "maybe", "VAR_DIR": str(tmp_path)}),
+        _daphne({"DEBUG": "maybe", "VAR_DIR": str(tmp_path)}),
+    ):
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.splitlines() == [
+            "Configuration error: DEBUG must be a boolean (1/0, true/false), not 'maybe'"
+        ]
 
 
 def test_debug_generates_and_keeps_a_local_key(tmp_path):
@@ -76,6 +111,27 @@ def test_tracker_channel_prefix_and_secret_come_from_the_environment(tmp_path):
     result = _check({"DEBUG": "1", "VAR_DIR": str(tmp_path), "TRACKER_CHANNEL_PREFIX": "a:b"})
     assert result.returncode != 0
     assert "channel_prefix must be non-empty and contain no ':'" in result.stderr
+
+
+def test_tracker_timings_are_checked_by_the_system_check_not_at_import(tmp_path):
+    """Settings only parse the values; the tracker app's check (tracker.E001) refuses a bad
+    combination in every command that runs checks, and stops daphne before it serves."""
+    env = {"DEBUG": "1", "VAR_DIR": str(tmp_path), "TRACKER_DOWN_PERIOD": "1"}
+    imported = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c",
+         "from django.conf import settings; print(settings.TRACKER['down_period'])"],
+        cwd=ROOT, env={**os.environ, **env, "DJANGO_SETTINGS_MODULE": "shop.settings"},
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.splitlines()[-1] == "1.0"
+    checked = _check(env)
+    assert checked.returncode != 0
+    assert "(tracker.E001) settings.TRACKER is invalid: down_period (1.0 s)" in checked.stderr
+    served = _daphne(env)
+    assert served.returncode == 1
+    assert "(tracker.E001) settings.TRACKER is invalid: down_period (1.0 s)" in served.stderr
+    assert "Traceback" not in served.stderr
 
 
 def test_tracker_redis_url_defaults_to_redis_url_and_needs_it(tmp_path):
@@ -138,11 +194,20 @@ def _deploy_env(tmp_path, **extra: str) -> dict[str, str]:
     env.update(
         DJANGO_SETTINGS_MODULE="shop.settings",
         VAR_DIR=str(tmp_path),
+        STATIC_ROOT=str(tmp_path / "static"),
         SECRET_KEY="a-deployment-key-" + "x7Qp2" * 12,
         ALLOWED_HOSTS="shop.example.com",
         **extra,
     )
     return env
+
+
+def _collect_static(env: dict[str, str]) -> None:
+    """As a deployment does before serving (pages link the collected, hashed names)."""
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput"],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
 
 
 def test_check_deploy_is_clean_with_https_on(tmp_path):
@@ -152,6 +217,7 @@ def test_check_deploy_is_clean_with_https_on(tmp_path):
             cwd=ROOT, env=env, capture_output=True, text=True,
         )  # fmt: skip
 
+    _collect_static(_deploy_env(tmp_path))
     plain = check(_deploy_env(tmp_path))
     assert "security.W008" in plain.stderr and "security.W012" in plain.stderr
     secure = check(_deploy_env(tmp_path, HTTPS="1"))
@@ -180,6 +246,7 @@ def test_https_redirects_secures_cookies_and_sends_hsts(tmp_path):
         [sys.executable, "manage.py", "migrate", "--noinput"],
         cwd=ROOT, env=env, capture_output=True, text=True, check=True,
     )  # fmt: skip
+    _collect_static(env)
     result = subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", HTTPS_SCRIPT],
         cwd=ROOT, env=env, capture_output=True, text=True,

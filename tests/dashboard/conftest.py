@@ -10,7 +10,8 @@ from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.sessions.backends.db import SessionStore
 
-from dashboard.hub import DashboardHub, install_hub
+import dashboard.consumers
+from dashboard.hub import DashboardHub
 from dashboard.tokens import issue_token
 from shop.asgi import application
 from tests.channel_layer import fresh_channel_layer  # noqa: F401 (autouse here)
@@ -29,10 +30,15 @@ def shopper(django_user_model):
 
 
 @pytest.fixture
-async def hub() -> AsyncIterator[DashboardHub]:
-    """This loop's hub, as a process would have it, but fed by the test."""
+async def hub(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[DashboardHub]:
+    """The hub the test's staff sockets get instead of the process's (which follows the
+    tracker): fed by the test itself."""
     hub = DashboardHub(interval=0.02)
-    install_hub(hub)
+
+    async def get_hub() -> DashboardHub:
+        return hub
+
+    monkeypatch.setattr(dashboard.consumers, "get_hub", get_hub)
     yield hub
     hub.close()
 

@@ -45,10 +45,12 @@ def alive(pid: int) -> bool:
 
 
 def free_ports(count: int) -> int:
-    """The first of `count` consecutive free ports."""
+    """The first of `count` consecutive free ports: ports runcluster can bind, as it checks
+    them (not merely ports nobody listens on: the local end of a connection, which other
+    processes on a busy machine hold by the thousand, cannot be bound either)."""
     for _ in range(50):
         first = free_port()
-        if first + count <= 65535 and not any(listening(first + i) for i in range(count)):
+        if first + count <= 65535 and not any(port_in_use(first + i) for i in range(count)):
             return first
     raise RuntimeError("no run of free ports found")
 

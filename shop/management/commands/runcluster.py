@@ -1,7 +1,8 @@
 """manage.py runcluster: N daphne nodes on this machine sharing one Redis, as one cluster.
 
 Without --redis-url (or REDIS_URL) a throwaway redis-server (no persistence) is started on
-a free port. The database is migrated once, then node i serves 127.0.0.1:<port + i> with
+a free port. The database is migrated once (and, with DEBUG off, the static files collected:
+shop.checks), then node i serves 127.0.0.1:<port + i> with
 TRACKER_NODE_NAME=node-<i>. Every child's output is shown prefixed by its name. Ctrl-C or
 SIGTERM stops the nodes with SIGTERM (their trackers say goodbye, so peers drop their rows
 at once) and then Redis, killing whatever does not stop in time; a second Ctrl-C kills at
@@ -29,6 +30,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from shop.checks import static_files_must_be_collected
+
 HOST = "127.0.0.1"
 READY_TIMEOUT = 30.0  # seconds for a node to accept connections
 REDIS_READY_TIMEOUT = 10.0
@@ -47,9 +50,14 @@ class Child:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
-    def pid(self) -> int:
+    def started(self) -> asyncio.subprocess.Process:
+        """The process, once spawned."""
         assert self.process is not None
-        return self.process.pid
+        return self.process
+
+    @property
+    def pid(self) -> int:
+        return self.started.pid
 
     @property
     def running(self) -> bool:
@@ -58,7 +66,7 @@ class Child:
     def signal(self, signum: int) -> None:
         if self.running:
             with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signum)
+                self.started.send_signal(signum)
 
 
 def _die_with_parent() -> None:
@@ -144,6 +152,9 @@ class Command(BaseCommand):
             "migrate", interactive=False, verbosity=max(verbosity - 1, 0), stdout=self.stdout
         )
         self.stdout.write(f"database migrated: {settings.DATABASES['default']['NAME']}")
+        if static_files_must_be_collected():
+            call_command("collectstatic", interactive=False, verbosity=0)
+            self.stdout.write(f"static files collected: {settings.STATIC_ROOT}")
         if options["seed_catalog"]:
             call_command("seed_catalog", verbosity=max(verbosity - 1, 0), stdout=self.stdout)
         cluster = Cluster(self, ports, redis_url, redis_server, options["stop_timeout"])
@@ -202,7 +213,7 @@ class Cluster:
             loop.add_signal_handler(signum, self.on_signal)
         try:
             if self.redis_server is not None:
-                await self.start_redis()
+                await self.start_redis(self.redis_server)
             await self.start_nodes()
             await self.stopping.wait()
         finally:
@@ -242,7 +253,7 @@ class Cluster:
 
     async def watch(self, child: Child) -> None:
         """Say so when a child exits on its own; stop if no node is left."""
-        code = await child.process.wait()
+        code = await child.started.wait()
         if self.stopping.is_set():
             return
         self.say(
@@ -260,12 +271,12 @@ class Cluster:
             self.deserted = True
             self.stopping.set()
 
-    async def start_redis(self) -> None:
+    async def start_redis(self, server: str) -> None:
         port = free_port()
         directory = tempfile.mkdtemp(prefix="runcluster-redis-")
         self.redis = Child(
             "redis",
-            [self.redis_server, "--port", str(port), "--bind", HOST, "--save", "",
+            [server, "--port", str(port), "--bind", HOST, "--save", "",
              "--appendonly", "no", "--dir", directory, "--loglevel", "warning"],
             dict(os.environ),
         )  # fmt: skip
@@ -295,6 +306,7 @@ class Cluster:
             writer.close()
 
     async def start_nodes(self) -> None:
+        assert self.redis_url is not None  # given, or the one start_redis started
         if self.redis is None:
             self.say(f"Redis: {self.redis_url}")
         for index, port in enumerate(self.ports):
@@ -346,7 +358,7 @@ class Cluster:
 
         async def all_exited() -> None:
             for child in children:
-                await child.process.wait()
+                await child.started.wait()
 
         waits = [asyncio.ensure_future(all_exited()), asyncio.ensure_future(self.hurry.wait())]
         await asyncio.wait(waits, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
@@ -357,5 +369,5 @@ class Cluster:
             if child.running:
                 self.say(self.style.WARNING(f"{child.name} did not stop in time: killed"))
                 child.signal(signal.SIGKILL)
-            await child.process.wait()
-            self.say(f"{child.name} stopped (exit code {child.process.returncode})")
+            await child.started.wait()
+            self.say(f"{child.name} stopped (exit code {child.started.returncode})")

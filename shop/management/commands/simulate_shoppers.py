@@ -295,6 +295,6 @@ def render_summary(summary: Summary, config: Config) -> str:
         f"{stats['shoppers']} shoppers, {stats['pages']} sockets, "
         f"{sum(stats['items'].values())} items in carts",
     )
-    console = Console(file=io.StringIO(), width=110, color_system=None)
-    console.print(table)
-    return console.file.getvalue().rstrip()
+    text = io.StringIO()
+    Console(file=text, width=110, color_system=None).print(table)
+    return text.getvalue().rstrip()

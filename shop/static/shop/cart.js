@@ -141,7 +141,7 @@ function onMessage(event) {
 function connect() {
   const scheme = window.location.protocol === "https:" ? "wss" : "ws";
   const page = encodeURIComponent(window.location.pathname);
-  socket = new WebSocket(`${scheme}://${window.location.host}/ws/cart/?page=${page}`);
+  socket = new WebSocket(`${scheme}://${window.location.host}${widget.dataset.socketPath}?page=${page}`);
   widget.dataset.connected = "false";
   socket.addEventListener("open", () => {
     retryDelay = 500;
