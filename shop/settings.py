@@ -30,6 +30,17 @@ Environment:
                    /healthz answers everyone (load balancers need its status code), but
                    only allowed addresses, with METRICS on, see its body beyond "status"
                    (replica ids name hosts and processes; Redis errors name addresses).
+  GC_TUNING        "on" (default) or "off": the cyclic garbage collector's policy in server
+                   processes (shop/gc_tuning.py): after start-up, and after every full
+                   collection, the surviving objects are frozen (gc.freeze()), so that a full
+                   collection walks only what was allocated since the last one, never the
+                   held sockets: pauses stay short however many sockets a process holds.
+                   Off: Python's defaults. Collection pauses are measured either way
+                   (/metrics, gc_pause_seconds).
+  GC_THRESHOLD     "g0,g1,g2", the collector's thresholds with GC_TUNING on (default
+                   700,10,10, Python's own): g0 allocations start a young collection, every g1
+                   young ones a middle one, every g2 middle ones a full one. Positive integers;
+                   needs GC_TUNING on.
 """
 
 import ipaddress
@@ -91,6 +102,23 @@ def _env_networks(name: str, default: str) -> list[str]:
                 f"{name} must list IP addresses or networks, not {part.strip()!r}"
             ) from None
     return networks
+
+
+def _env_gc_threshold(name: str, default: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Three positive integers "g0,g1,g2" for gc.set_threshold."""
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    parts = value.split(",")
+    try:
+        threshold = tuple(int(part) for part in parts)
+    except ValueError:
+        threshold = ()
+    if len(threshold) != 3 or min(threshold) < 1:
+        raise ImproperlyConfigured(
+            f"{name} must be three positive integers g0,g1,g2 (e.g. 700,10,10), not {value!r}"
+        )
+    return threshold  # type: ignore[return-value]
 
 
 def _local_secret_key() -> str:
@@ -245,6 +273,14 @@ DASHBOARD_DIFF_INTERVAL = _env_float("DASHBOARD_DIFF_INTERVAL", 0.1)
 # /metrics and /healthz (shop/observability.py).
 METRICS = _env_bool("METRICS", default=True)
 METRICS_ALLOWED_IPS = _env_networks("METRICS_ALLOWED_IPS", "127.0.0.1,::1")
+
+# The cyclic garbage collector in server processes (shop/gc_tuning.py).
+GC_TUNING = _env_bool("GC_TUNING", default=True)
+GC_THRESHOLD = _env_gc_threshold("GC_THRESHOLD", (700, 10, 10))
+if os.environ.get("GC_THRESHOLD") and not GC_TUNING:
+    raise ImproperlyConfigured(
+        "GC_THRESHOLD needs GC_TUNING on: with GC_TUNING off the collector keeps Python's defaults"
+    )
 
 LOGGING = {
     "version": 1,
