@@ -4,6 +4,7 @@
     .venv/bin/python bench/load_bench.py                         # 1k .. 10k, about 4 minutes
     .venv/bin/python bench/load_bench.py --steps 500,1000 --hold 8   # a smoke check
     .venv/bin/python bench/load_bench.py --steps 5000,10000,15000,20000 --hold 15 --keep
+    .venv/bin/python bench/load_bench.py --server-env GC_TUNING=off   # Python's GC defaults
 
 Not a test: nothing here asserts; it prints a table. Everything runs on this machine and is
 stopped at the end (also on Ctrl-C or SIGTERM).
@@ -32,7 +33,10 @@ Setup (not measured):
   Client sockets send no pings (as browsers); daphne pings every socket every 20 s (its
   default);
 - unless --no-diagnose, bench/_diag/sitecustomize.py on the servers' PYTHONPATH records
-  their cyclic-GC pauses and event-loop lag (bench only; see that file).
+  their cyclic-GC pauses (wall clock and CPU, and the objects each full collection walks)
+  and event-loop lag (bench only; see that file). The servers run the site's GC policy
+  (shop/gc_tuning.py) unless `--server-env GC_TUNING=off`; the report's first line says
+  which, as the servers' /metrics do.
 
 Per ramp step (cumulative totals of load sockets, half on each node):
 - connect: the new sockets are opened with a bounded number in flight per client process;
@@ -59,7 +63,12 @@ The ramp stops early if more than 1% of a step's connects fail, more than 1% of 
 sockets are closed by the servers, a node dies, or a step takes longer than --step-timeout;
 the notes under the table then say where and why (failed connects by reason, server log
 warnings and errors, GC pauses and loop lag per step, peers seen down, the staff view's
-largest fall). Figures from this machine are in bench/README.md.
+largest fall). Once every socket is closed, each server counts the cyclic garbage it still
+holds, frozen or not (what the GC policy must not leak). The last line is the issue's
+figure over the ramp (first connect to last hold): the longest collector pause (and its
+generation and CPU part), how often a node took its peer for down (the tracker's
+warnings), failed connects, and the staff diff p99 while holding. Figures from this
+machine are in bench/README.md.
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ GENERATIONS = 3
 FULL = GENERATIONS - 1
 # Full passes that may end with HTTP requests in flight before their survivors are frozen
 # all the same: each owed pass walks what the previous ones kept.
-FORCE_AFTER = 3
+FORCE_AFTER = 4
 
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]],
                    Awaitable[None]]  # fmt: skip
@@ -75,7 +75,12 @@ class _Collector:
     holds some lock, so it takes none: it only does arithmetic on these attributes
     (collections never overlap; `in_flight` is changed on the event loop only)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        freeze: Callable[[], None] = gc.freeze,
+        collect: Callable[[], object] = gc.collect,
+    ) -> None:
+        self._freeze, self._collect = freeze, collect
         self.applied = False
         self.tuning = False
         self.in_flight = 0  # HTTP requests
@@ -110,9 +115,17 @@ class _Collector:
                 self.owed += 1
 
     def freeze(self, when: str) -> None:
-        gc.freeze()
+        self._freeze()
         self.freezes[when] += 1
         self.owed = 0
+
+    def request_started(self) -> None:
+        self.in_flight += 1
+
+    def request_finished(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0 and self.owed:
+            self._collect()  # the pass the freeze is owed to: it ends quiet, so it freezes
 
 
 COLLECTOR = _Collector()
@@ -134,17 +147,15 @@ def apply(*, tuning: bool, threshold: tuple[int, int, int]) -> None:
     COLLECTOR.tuning = True
 
 
-def counting_requests(app: ASGIApp) -> ASGIApp:
+def counting_requests(app: ASGIApp, collector: _Collector = COLLECTOR) -> ASGIApp:
     """The site's HTTP application, counting the requests in flight for the policy."""
 
     async def counted(scope: dict, receive, send) -> None:
-        COLLECTOR.in_flight += 1
+        collector.request_started()
         try:
             await app(scope, receive, send)
         finally:
-            COLLECTOR.in_flight -= 1
-            if COLLECTOR.in_flight == 0 and COLLECTOR.owed:
-                gc.collect()  # the pass the freeze is owed to: it ends quiet, so it freezes
+            collector.request_finished()
 
     return counted
 

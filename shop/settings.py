@@ -31,16 +31,18 @@ Environment:
                    only allowed addresses, with METRICS on, see its body beyond "status"
                    (replica ids name hosts and processes; Redis errors name addresses).
   GC_TUNING        "on" (default) or "off": the cyclic garbage collector's policy in server
-                   processes (shop/gc_tuning.py): after start-up, and after every full
-                   collection, the surviving objects are frozen (gc.freeze()), so that a full
-                   collection walks only what was allocated since the last one, never the
-                   held sockets: pauses stay short however many sockets a process holds.
-                   Off: Python's defaults. Collection pauses are measured either way
-                   (/metrics, gc_pause_seconds).
+                   processes (shop/gc_tuning.py). After start-up, and after each full
+                   collection that ends with no HTTP request in flight, the surviving objects
+                   are frozen (gc.freeze()): a full collection then walks only what was
+                   allocated since, never the sockets held, and its pauses stay short however
+                   many sockets the process holds. Off: Python's defaults. Pauses are measured
+                   either way (/metrics: gc_pause_seconds, gc_pause_max_seconds).
   GC_THRESHOLD     "g0,g1,g2", the collector's thresholds with GC_TUNING on (default
-                   700,10,10, Python's own): g0 allocations start a young collection, every g1
-                   young ones a middle one, every g2 middle ones a full one. Positive integers;
-                   needs GC_TUNING on.
+                   700,10,2): a young collection after g0 net allocations, a middle one every
+                   g1 young ones, a full one every g2 middle ones (CPython adds: and only once
+                   the objects kept since the last full one are a quarter of those it kept).
+                   How much a full collection walks grows with g0 x g1 x g2. Positive
+                   integers; needs GC_TUNING on (off keeps Python's 700,10,10).
 """
 
 import ipaddress
@@ -116,7 +118,7 @@ def _env_gc_threshold(name: str, default: tuple[int, int, int]) -> tuple[int, in
         threshold = ()
     if len(threshold) != 3 or min(threshold) < 1:
         raise ImproperlyConfigured(
-            f"{name} must be three positive integers g0,g1,g2 (e.g. 700,10,10), not {value!r}"
+            f"{name} must be three positive integers g0,g1,g2 (e.g. 700,10,2), not {value!r}"
         )
     return threshold  # type: ignore[return-value]
 
@@ -276,7 +278,7 @@ METRICS_ALLOWED_IPS = _env_networks("METRICS_ALLOWED_IPS", "127.0.0.1,::1")
 
 # The cyclic garbage collector in server processes (shop/gc_tuning.py).
 GC_TUNING = _env_bool("GC_TUNING", default=True)
-GC_THRESHOLD = _env_gc_threshold("GC_THRESHOLD", (700, 10, 10))
+GC_THRESHOLD = _env_gc_threshold("GC_THRESHOLD", (700, 10, 2))
 if os.environ.get("GC_THRESHOLD") and not GC_TUNING:
     raise ImproperlyConfigured(
         "GC_THRESHOLD needs GC_TUNING on: with GC_TUNING off the collector keeps Python's defaults"

@@ -114,7 +114,7 @@ def _gc_settings(tmp_path, env: dict[str, str]) -> subprocess.CompletedProcess:
 def test_the_gc_policy_is_on_by_default_and_its_thresholds_come_from_the_environment(tmp_path):
     default = _gc_settings(tmp_path, {})
     assert default.returncode == 0, default.stderr
-    assert default.stdout.splitlines()[-1].split() == ["True", "700", "10", "10"]
+    assert default.stdout.splitlines()[-1].split() == ["True", "700", "10", "2"]
     tuned = _gc_settings(tmp_path, {"GC_TUNING": "on", "GC_THRESHOLD": " 2000, 20,5 "})
     assert tuned.returncode == 0, tuned.stderr
     assert tuned.stdout.splitlines()[-1].split() == ["True", "2000", "20", "5"]
@@ -129,7 +129,7 @@ def test_a_bad_gc_threshold_is_a_clear_error(tmp_path, value):
     result = _check({"DEBUG": "1", "VAR_DIR": str(tmp_path), "GC_THRESHOLD": value})
     assert result.returncode != 0
     assert (
-        f"GC_THRESHOLD must be three positive integers g0,g1,g2 (e.g. 700,10,10), not {value!r}"
+        f"GC_THRESHOLD must be three positive integers g0,g1,g2 (e.g. 700,10,2), not {value!r}"
         in result.stderr
     )
 

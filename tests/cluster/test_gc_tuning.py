@@ -48,7 +48,7 @@ def thresholds(metrics: Scrape) -> tuple[int, ...]:
 def test_the_policy_is_on_by_default_with_the_sites_thresholds(fault_cluster: Cluster) -> None:
     metrics = once_started(fault_cluster.node("default"))
     assert metrics.value("gc_tuning") == 1
-    assert thresholds(metrics) == (700, 10, 10)  # GC_THRESHOLD's default
+    assert thresholds(metrics) == (700, 10, 2)  # GC_THRESHOLD's default
     # The start-up freeze: Django, the apps and the tracker are in the permanent generation.
     assert metrics.value("gc_freezes_total", when="start-up") == 1
     assert metrics.value("gc_frozen_objects") > 10_000
