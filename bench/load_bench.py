@@ -1037,7 +1037,7 @@ def summary(steps: list[Step], info: dict[str, Any]) -> str:
         took, cpu = longest[generation]
         pause = f"{took * 1000:.0f} ms (gen {generation}; {cpu * 1000:.0f} ms of it CPU)"
     else:
-        pause = "under 10 ms" if info.get("diag") else "not measured"
+        pause = "under 10 ms" if any((info.get("diag") or {}).values()) else "not measured"
     down = sum(
         1 for times in info["downs"].values() for t in times if window[0] - 1 <= t <= window[1]
     )
