@@ -4,6 +4,7 @@
     .venv/bin/python bench/load_bench.py                         # 1k .. 10k, about 4 minutes
     .venv/bin/python bench/load_bench.py --steps 500,1000 --hold 8   # a smoke check
     .venv/bin/python bench/load_bench.py --steps 5000,10000,15000,20000 --hold 15 --keep
+    .venv/bin/python bench/load_bench.py --server-env GC_TUNING=off   # Python's GC defaults
 
 Not a test: nothing here asserts; it prints a table. Everything runs on this machine and is
 stopped at the end (also on Ctrl-C or SIGTERM).
@@ -32,7 +33,10 @@ Setup (not measured):
   Client sockets send no pings (as browsers); daphne pings every socket every 20 s (its
   default);
 - unless --no-diagnose, bench/_diag/sitecustomize.py on the servers' PYTHONPATH records
-  their cyclic-GC pauses and event-loop lag (bench only; see that file).
+  their cyclic-GC pauses (wall clock and CPU, and the objects each full collection walks)
+  and event-loop lag (bench only; see that file). The servers run the site's GC policy
+  (shop/gc_tuning.py) unless `--server-env GC_TUNING=off`; the report's first line says
+  which, as the servers' /metrics do.
 
 Per ramp step (cumulative totals of load sockets, half on each node):
 - connect: the new sockets are opened with a bounded number in flight per client process;
@@ -59,7 +63,12 @@ The ramp stops early if more than 1% of a step's connects fail, more than 1% of 
 sockets are closed by the servers, a node dies, or a step takes longer than --step-timeout;
 the notes under the table then say where and why (failed connects by reason, server log
 warnings and errors, GC pauses and loop lag per step, peers seen down, the staff view's
-largest fall). Figures from this machine are in bench/README.md.
+largest fall). Once every socket is closed, each server counts the cyclic garbage it still
+holds, frozen or not (what the GC policy must not leak). The last line is the issue's
+figure over the ramp (first connect to last hold): the longest collector pause (and its
+generation and CPU part), how often a node took its peer for down (the tracker's
+warnings), failed connects, and the staff diff p99 while holding. Figures from this
+machine are in bench/README.md.
 """
 
 from __future__ import annotations
@@ -270,6 +279,18 @@ def metrics(node: DaphneServer) -> Scrape | None:
             return Scrape(response.read().decode())
     except OSError:
         return None
+
+
+def gc_policy(scrape: Scrape | None) -> str:
+    """The collector's policy a server reports (/metrics, shop/gc_tuning.py)."""
+    if scrape is None:
+        return "unknown (no /metrics)"
+    threshold = ",".join(
+        f"{scrape.value('gc_threshold', generation=str(g)):.0f}" for g in range(3)
+    )
+    if scrape.value("gc_tuning"):
+        return f"site's GC policy on (GC_TUNING), thresholds {threshold}"
+    return f"site's GC policy off, thresholds {threshold}"
 
 
 def load1() -> float:
@@ -562,6 +583,7 @@ async def run(args: argparse.Namespace) -> tuple[list[Step], dict[str, Any]]:
                 extra["LOAD_BENCH_DIAG"] = str(base / f"diag-{name}.json")
             if args.server_gc_threshold:
                 extra["LOAD_BENCH_GC_THRESHOLD"] = args.server_gc_threshold
+            extra.update(args.server_env)
             node = DaphneServer(database, redis_url=redis.url, env=extra, var_dir=base / name)
             stack.callback(node.stop, 5)
             nodes[name] = node.start()
@@ -583,6 +605,7 @@ async def run(args: argparse.Namespace) -> tuple[list[Step], dict[str, Any]]:
         await asyncio.sleep(2)
         baseline = {n: rss_bytes(s.process.pid) for n, s in nodes.items()}
         info["baseline_rss"] = baseline
+        info["gc_policy"] = gc_policy(await asyncio.to_thread(metrics, a))
         info["baseline_fds"] = {n: open_fds(s.process.pid) for n, s in nodes.items()}
         info["redis_baseline"] = rss_bytes(redis.process.pid)
 
@@ -746,13 +769,32 @@ async def run(args: argparse.Namespace) -> tuple[list[Step], dict[str, Any]]:
             await watch.close()
             for probe in probes:
                 await probe.tab.abort()
+            if args.diagnose:
+                await check_garbage(nodes, base)
             say("stopping servers")
             info["diag"] = {n: read_json(base / f"diag-{n}.json") for n in ("a", "b")}
             (base / "samples.json").write_text(json.dumps([vars(s) for s in prober.samples]))
             (base / "staff_pages.json").write_text(json.dumps(watch.pages))
             info["log_findings"] = {n: log_findings(s.log_path) for n, s in nodes.items()}
+            info["downs"] = {n: peers_taken_for_down(s.log_path) for n, s in nodes.items()}
         info["load_end"] = load1()
     return results, info
+
+
+async def check_garbage(nodes: dict[str, DaphneServer], base: Path) -> None:
+    """Once every socket is closed: what cyclic garbage each server still holds, frozen
+    (never to be freed) or not (bench/_diag/sitecustomize.py, SIGUSR2)."""
+    say("all sockets closed; counting the servers' cyclic garbage")
+    await asyncio.sleep(5)  # daphne forgets closed connections within a few seconds
+    for name, node in nodes.items():
+        if not node.running:
+            continue
+        node.process.send_signal(signal.SIGUSR2)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if "garbage" in (read_json(base / f"diag-{name}.json") or {}):
+                break
+            await asyncio.sleep(0.5)
 
 
 def say(message: str) -> None:
@@ -771,12 +813,14 @@ def diag_window(diag: dict[str, Any] | None, window: tuple[float, float]) -> str
     if not diag:
         return "no diagnostics"
     start, end = window
-    full = [took for t, took, _ in diag["full"] if start <= t <= end]
+    full = [took for t, took, *_ in diag["full"] if start <= t <= end]
+    walked = [entry[3] for entry in diag["full"] if start <= entry[0] <= end and len(entry) > 3]
     lags = [lag for t, lag in diag["lag"] if start <= t <= end]
     over = sum(1 for lag in lags if lag > 0.1)
     return (
         f"{len(full)} full GCs (max {max(full, default=0) * 1000:.0f} ms, total "
-        f"{sum(full):.1f} s), loop lag max {max(lags, default=0) * 1000:.0f} ms, "
+        f"{sum(full):.1f} s, walking up to {max(walked, default=0):,} objects), loop lag max "
+        f"{max(lags, default=0) * 1000:.0f} ms, "
         f"{over} samples > 100 ms"
     )
 
@@ -803,12 +847,40 @@ def dip(pages: list[tuple[float, int]], window: tuple[float, float]) -> tuple[in
     return worst, lasted
 
 
+def longest_by_generation(
+    diag: dict[str, Any] | None, window: tuple[float, float]
+) -> dict[int, tuple[float, float]]:
+    """The longest collection per generation within a window (those over 10 ms only): wall
+    clock and CPU seconds."""
+    longest: dict[int, tuple[float, float]] = {}
+    for t, generation, took, *cpu in (diag or {}).get("long", []):
+        if window[0] <= t <= window[1] and took > longest.get(generation, (0.0, 0.0))[0]:
+            longest[generation] = (took, cpu[0] if cpu else float("nan"))
+    return longest
+
+
+def peers_taken_for_down(log_path: Path) -> list[float]:
+    """When a node's tracker took a peer for down (its warning, once per shard), in unix
+    time."""
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return []
+    found = re.findall(
+        r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+ WARNING tracker: replica \S+ down \(silent",
+        text,
+        re.MULTILINE,
+    )
+    # The servers log local time (whole seconds here).
+    return [time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S")) for stamp in found]
+
+
 def longest_gc(diag: dict[str, Any] | None, step: Step) -> float:
     """The longest full collection of a server from the step's connects to its hold's end."""
     if not diag:
         return float("nan")
     start, end = step.connect_window[0], step.hold_window[1]
-    return max((took for t, took, _ in diag["full"] if start <= t <= end), default=0.0)
+    return max((took for t, took, *_ in diag["full"] if start <= t <= end), default=0.0)
 
 
 def report(steps: list[Step], info: dict[str, Any], args: argparse.Namespace) -> list[str]:
@@ -816,7 +888,8 @@ def report(steps: list[Step], info: dict[str, Any], args: argparse.Namespace) ->
     lines = [
         f"Shopper sockets held by two daphne nodes (one Redis, one SQLite file), ramp "
         f"{args.steps}, {args.clients} client processes, {args.concurrency} connects in "
-        f"flight per client, hold {args.hold:g} s per step",
+        f"flight per client, hold {args.hold:g} s per step; servers: {info['gc_policy']}"
+        + (f", environment {args.server_env}" if args.server_env else ""),
         "",
         "| sockets held (target) | connect rate /s | connect p50 / p99 ms | CPU ms per connect "
         "A / B | node CPU while connecting A / B | RSS MiB A / B | KiB per socket A / B | "
@@ -886,10 +959,21 @@ def report(steps: list[Step], info: dict[str, Any], args: argparse.Namespace) ->
         lines += ["", "Server diagnostics (bench/_diag/sitecustomize.py), per step:"]
         for step in steps:
             for n in "ab":
+                longest = longest_by_generation(
+                    info["diag"][n], (step.connect_window[0], step.hold_window[1])
+                )
                 lines.append(
                     f"- {step.target:,}, node {n.upper()}: connecting: "
                     f"{diag_window(info['diag'][n], step.connect_window)}; holding: "
-                    f"{diag_window(info['diag'][n], step.hold_window)}"
+                    f"{diag_window(info['diag'][n], step.hold_window)}; longest collection "
+                    "per generation: "
+                    + (
+                        ", ".join(
+                            f"gen {g} {t * 1000:.0f} ms ({cpu * 1000:.0f} ms CPU)"
+                            for g, (t, cpu) in sorted(longest.items())
+                        )
+                        or "none over 10 ms"
+                    )
                 )
         for n in "ab":
             d = info["diag"][n]
@@ -901,6 +985,21 @@ def report(steps: list[Step], info: dict[str, Any], args: argparse.Namespace) ->
                 lines.append(f"- node {n.upper()} over the whole run: {gcs}; loop lag max "
                              f"{d['lag_max'] * 1000:.0f} ms, mean "
                              f"{d['lag_sum'] / max(1, d['lag_count']) * 1000:.1f} ms")
+        for n in "ab":
+            garbage = (info["diag"][n] or {}).get("garbage")
+            if garbage:
+                lines.append(
+                    f"- node {n.upper()} after every socket closed: a full collection found "
+                    f"{garbage['collected']['objects']:,} objects of cyclic garbage in "
+                    f"{garbage['collected']['seconds'] * 1000:.0f} ms; of the "
+                    f"{garbage['frozen_objects']:,} objects frozen by the site's GC policy, "
+                    f"{garbage['frozen']['objects']:,} were cyclic garbage (never freed while "
+                    f"frozen; a pass over all of them took "
+                    f"{garbage['frozen']['seconds'] * 1000:.0f} ms); most common: "
+                    + ", ".join(f"{t} {c}" for t, c in garbage["frozen"]["types"][:6])
+                    + "; most common types still tracked: "
+                    + ", ".join(f"{t} {c}" for t, c in garbage.get("live", [])[:8])
+                )
     findings = info.get("log_findings") or {}
     for n in "ab":
         if findings.get(n):
@@ -921,7 +1020,43 @@ def report(steps: list[Step], info: dict[str, Any], args: argparse.Namespace) ->
         f"{mib(info['redis_baseline'])} MiB; load average {info['load_start']:.2f} at start, "
         f"{info['load_end']:.2f} at end; probe requests lost: {info['probe_lost'] or 'none'}",
     ]
+    lines += ["", summary(steps, info)]
     return lines
+
+
+def summary(steps: list[Step], info: dict[str, Any]) -> str:
+    """The issue's figure in one line: over the ramp (first connect to last hold)."""
+    samples: list[Sample] = info["samples"]
+    held = [s.latency for s in samples if s.phase.startswith("hold ")]
+    window = (steps[0].connect_window[0], steps[-1].hold_window[1]) if steps else (0, 0)
+    longest: dict[int, tuple[float, float]] = {}
+    for diag in (info.get("diag") or {}).values():
+        for generation, pause in longest_by_generation(diag, window).items():
+            longest[generation] = max(longest.get(generation, pause), pause)
+    if longest:
+        generation = max(longest, key=lambda g: longest[g][0])
+        took, cpu = longest[generation]
+        pause = f"{took * 1000:.0f} ms (gen {generation}; {cpu * 1000:.0f} ms of it CPU)"
+    else:
+        pause = "under 10 ms" if any((info.get("diag") or {}).values()) else "not measured"
+    down = sum(
+        1 for times in info["downs"].values() for t in times if window[0] - 1 <= t <= window[1]
+    )
+    failed = sum(step.failed for step in steps)
+    p99 = f"{ms(held, 0.99)} ms" if held else "no samples"
+    top = max((s.held for s in steps), default=0)
+    return (
+        f"SUMMARY at {top:,} sockets: longest collector pause: {pause}, peers taken for "
+        f"down: {down}, failed connects: {failed}, staff diff p99: {p99} while holding "
+        f"(load average {info['load_start']:.2f} at start, {info['load_end']:.2f} at end)"
+    )
+
+
+def server_variable(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, not {text!r}")
+    return name, value
 
 
 def machine() -> str:
@@ -953,11 +1088,16 @@ def main() -> int:
     parser.add_argument("--server-gc-threshold", metavar="G0,G1,G2",
                         help="gc.set_threshold in the servers (bench/_diag/sitecustomize.py), "
                         "to test what the cyclic GC costs them; default: Python's")
+    parser.add_argument("--server-env", metavar="NAME=VALUE", action="append", default=[],
+                        type=server_variable,
+                        help="an environment variable of both servers, e.g. GC_TUNING=off "
+                        "(repeatable; shop/settings.py lists them)")
     parser.add_argument("--keep", action="store_true", help="keep the servers' logs and files")
     parser.add_argument("--diagnose", action=argparse.BooleanOptionalAction, default=True,
                         help="record GC pauses and event-loop lag in the servers "
                         "(bench/_diag/sitecustomize.py)")
     args = parser.parse_args()
+    args.server_env = dict(args.server_env)
     if args.clients < 2 or args.clients % 2:
         parser.error("--clients must be even (half of them per node)")
 

@@ -217,7 +217,7 @@ _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Future[Dashb
 
 
 async def _start_hub() -> DashboardHub:
-    from tracker.process import process_tracker  # the tracker is started lazily, at first use
+    from tracker.process import process_tracker  # started with the server; here if not yet
 
     tracker = await process_tracker()
     hub = DashboardHub(settings.DASHBOARD_DIFF_INTERVAL)

@@ -5,6 +5,7 @@ server speaks it, and under daphne (which does not) as soon as its reactor runs.
 
 import os
 
+from django.conf import settings
 from django.core.asgi import get_asgi_application
 
 from shop import preflight
@@ -17,14 +18,21 @@ preflight.checks_or_exit()  # daphne runs no system checks (tracker.E001...) of 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from dashboard.routing import websocket_urlpatterns as staff_patterns  # noqa: E402
+from shop import gc_tuning  # noqa: E402
 from shop.routing import websocket_urlpatterns as shopper_patterns  # noqa: E402
 from tracker.process import TrackerLifespan, start_with_server  # noqa: E402
 
+
+def server_started() -> None:
+    """The site's start-up work, once this process's tracker replica runs."""
+    gc_tuning.apply(tuning=settings.GC_TUNING, threshold=settings.GC_THRESHOLD)
+
+
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": gc_tuning.counting_requests(django_asgi_app),
         "websocket": URLRouter(shopper_patterns + staff_patterns),
-        "lifespan": TrackerLifespan(),
+        "lifespan": TrackerLifespan(then=server_started),
     }
 )
-start_with_server()
+start_with_server(then=server_started)

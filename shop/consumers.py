@@ -184,8 +184,9 @@ class ShoppingCartConsumer(AsyncJsonWebsocketConsumer):
             self.joined += (group,)
 
     async def start_tracking(self) -> None:
-        """Track this page. The shop keeps working if the tracker cannot start (Redis down
-        at first use): the page is then only missing from the staff dashboard."""
+        """Track this page. The shop keeps working if the tracker cannot start (Redis was
+        down at start-up and still is): the page is then only missing from the staff
+        dashboard. During shutdown the socket is closed, so the page reconnects elsewhere."""
         try:
             tracker = await process_tracker()
         except TransportUnavailable as error:

@@ -38,6 +38,7 @@ from prometheus_client.exposition import choose_encoder
 from redis.exceptions import RedisError
 
 from dashboard.metrics import OPEN_STAFF_SOCKETS, STAFF_MESSAGES_SENT
+from shop.gc_tuning import GCCollector
 from shop.metrics import OPEN_SHOPPER_SOCKETS
 from shop.presence import CARTS_TOPIC
 from tracker import Tracker, TransportUnavailable
@@ -57,6 +58,8 @@ for metric in (OPEN_SHOPPER_SOCKETS, OPEN_STAFF_SOCKETS, STAFF_MESSAGES_SENT):
     REGISTRY.register(metric)
 # Memory and open file descriptors per node; read from /proc, which does not block.
 ProcessCollector(registry=REGISTRY)
+# The cyclic garbage collector: the site's policy and the pauses (shop/gc_tuning.py).
+REGISTRY.register(GCCollector())
 
 
 def client_allowed(request: HttpRequest) -> bool:

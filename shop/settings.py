@@ -39,6 +39,19 @@ Environment:
                    /healthz answers everyone (load balancers need its status code), but
                    only allowed addresses, with METRICS on, see its body beyond "status"
                    (replica ids name hosts and processes; Redis errors name addresses).
+  GC_TUNING        "on" (default) or "off": the cyclic garbage collector's policy in server
+                   processes (shop/gc_tuning.py). After start-up, and after each full
+                   collection that ends with no HTTP request in flight, the surviving objects
+                   are frozen (gc.freeze()): a full collection then walks only what was
+                   allocated since, never the sockets held, and its pauses stay short however
+                   many sockets the process holds. Off: Python's defaults. Pauses are measured
+                   either way (/metrics: gc_pause_seconds, gc_pause_max_seconds).
+  GC_THRESHOLD     "g0,g1,g2", the collector's thresholds with GC_TUNING on (default
+                   700,10,2): a young collection after g0 net allocations, a middle one every
+                   g1 young ones, a full one every g2 middle ones (CPython adds: and only once
+                   the objects kept since the last full one are a quarter of those it kept).
+                   How much a full collection walks grows with g0 x g1 x g2. Positive
+                   integers; needs GC_TUNING on (off keeps Python's 700,10,10).
 """
 
 import ipaddress
@@ -138,6 +151,24 @@ def _email_settings(url: str) -> dict[str, object]:
         "EMAIL_USE_TLS": parts.scheme == "smtp+tls",
         "EMAIL_USE_SSL": parts.scheme == "smtp+ssl",
     }
+
+
+def _env_gc_threshold(name: str, default: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Three positive integers "g0,g1,g2" for gc.set_threshold."""
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    parts = value.split(",")
+    try:
+        g0, g1, g2 = (int(part) for part in parts)
+    except ValueError:
+        g0 = g1 = g2 = 0
+    threshold = (g0, g1, g2)
+    if min(threshold) < 1:
+        raise ImproperlyConfigured(
+            f"{name} must be three positive integers g0,g1,g2 (e.g. 700,10,2), not {value!r}"
+        )
+    return threshold
 
 
 def _local_secret_key() -> str:
@@ -299,8 +330,8 @@ else:
 
 # The presence tracker (see tracker/conf.py for every option and its default; None means
 # that default). Each value is parsed here; whether they go together is the tracker app's
-# system check (tracker.E001), run before any server starts: the replica itself starts
-# lazily, and a bad combination must stop start-up, not the first shopper.
+# system check (tracker.E001), run before any server starts: a bad combination must stop
+# start-up, not the replica's start.
 TRACKER = {
     "redis_url": TRACKER_REDIS_URL,
     "node_name": os.environ.get("TRACKER_NODE_NAME") or None,
@@ -318,6 +349,14 @@ DASHBOARD_DIFF_INTERVAL = _env_float("DASHBOARD_DIFF_INTERVAL", 0.1)
 # /metrics and /healthz (shop/observability.py).
 METRICS = _env_bool("METRICS", default=True)
 METRICS_ALLOWED_IPS = _env_networks("METRICS_ALLOWED_IPS", "127.0.0.1,::1")
+
+# The cyclic garbage collector in server processes (shop/gc_tuning.py).
+GC_TUNING = _env_bool("GC_TUNING", default=True)
+GC_THRESHOLD = _env_gc_threshold("GC_THRESHOLD", (700, 10, 2))
+if os.environ.get("GC_THRESHOLD") and not GC_TUNING:
+    raise ImproperlyConfigured(
+        "GC_THRESHOLD needs GC_TUNING on: with GC_TUNING off the collector keeps Python's defaults"
+    )
 
 LOGGING = {
     "version": 1,

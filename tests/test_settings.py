@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -289,3 +291,50 @@ def test_email_comes_from_email_url_and_decides_password_reset(tmp_path):
     assert line(EMAIL_URL="console://").startswith("console True ")
     bad = email(EMAIL_URL="http://mail.example.com")
     assert bad.returncode != 0 and "EMAIL_URL must be smtp://" in bad.stderr
+
+
+def _gc_settings(tmp_path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """GC_TUNING and GC_THRESHOLD as the site reads them, printed on the last line."""
+    outer = {k: v for k, v in os.environ.items() if not k.startswith("GC_")}
+    return subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c",
+         "from django.conf import settings; print(settings.GC_TUNING, *settings.GC_THRESHOLD)"],
+        cwd=ROOT, capture_output=True, text=True,
+        env={**outer, **env, "DEBUG": "1", "VAR_DIR": str(tmp_path),
+             "DJANGO_SETTINGS_MODULE": "shop.settings"},
+    )  # fmt: skip
+
+
+def test_the_gc_policy_is_on_by_default_and_its_thresholds_come_from_the_environment(tmp_path):
+    default = _gc_settings(tmp_path, {})
+    assert default.returncode == 0, default.stderr
+    assert default.stdout.splitlines()[-1].split() == ["True", "700", "10", "2"]
+    tuned = _gc_settings(tmp_path, {"GC_TUNING": "on", "GC_THRESHOLD": " 2000, 20,5 "})
+    assert tuned.returncode == 0, tuned.stderr
+    assert tuned.stdout.splitlines()[-1].split() == ["True", "2000", "20", "5"]
+    off = _gc_settings(tmp_path, {"GC_TUNING": "off"})
+    assert off.returncode == 0, off.stderr
+    assert off.stdout.splitlines()[-1].split()[0] == "False"
+
+
+@pytest.mark.parametrize("value", ["700,10", "700,10,10,10", "a,b,c", "0,10,10", "700,-1,10",
+                                   "700,,10", "1.5,10,10"])  # fmt: skip
+def test_a_bad_gc_threshold_is_a_clear_error(tmp_path, value):
+    result = _check({"DEBUG": "1", "VAR_DIR": str(tmp_path), "GC_THRESHOLD": value})
+    assert result.returncode != 0
+    assert (
+        f"GC_THRESHOLD must be three positive integers g0,g1,g2 (e.g. 700,10,2), not {value!r}"
+        in result.stderr
+    )
+
+
+def test_bad_gc_tuning_values_are_clear_errors(tmp_path):
+    result = _check({"DEBUG": "1", "VAR_DIR": str(tmp_path), "GC_TUNING": "sometimes"})
+    assert result.returncode != 0
+    assert "GC_TUNING must be a boolean" in result.stderr
+    # Off means Python's defaults: a threshold as well would be ignored, so it is refused.
+    result = _check(
+        {"DEBUG": "1", "VAR_DIR": str(tmp_path), "GC_TUNING": "off", "GC_THRESHOLD": "900,10,10"}
+    )
+    assert result.returncode != 0
+    assert "GC_THRESHOLD needs GC_TUNING on" in result.stderr

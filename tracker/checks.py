@@ -2,9 +2,9 @@
 
 `settings.TRACKER` is validated here, when Django runs its checks (every management command
 that runs them, `runserver`, and the site's ASGI module before it serves), rather than when
-the settings module is imported: a settings file only gathers values, and a replica is
-started lazily, so without this check a bad combination would surface at the first
-shopper instead of at start-up.
+the settings module is imported: a settings file only gathers values, and the replica
+starts only once the server runs, so without this check a bad combination would surface
+then, in the server's log, instead of stopping the start.
 """
 
 from __future__ import annotations

@@ -131,7 +131,11 @@ def _stop_with_twisted(tracker: Tracker) -> None:
 
 
 class TrackerLifespan:
-    """ASGI lifespan app: start the tracker at startup, say goodbye at shutdown."""
+    """ASGI lifespan app: start the tracker at startup, then call `then` (the site's
+    start-up work, as `start_with_server` does), say goodbye at shutdown."""
+
+    def __init__(self, then: Callable[[], None] | None = None) -> None:
+        self.then = then
 
     async def __call__(
         self,
@@ -144,6 +148,8 @@ class TrackerLifespan:
             if message["type"] == "lifespan.startup":
                 try:
                     await process_tracker()
+                    if self.then is not None:
+                        self.then()
                 except Exception as error:
                     await send({"type": "lifespan.startup.failed", "message": str(error)})
                     return

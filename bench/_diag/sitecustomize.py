@@ -2,22 +2,38 @@
 PYTHONPATH (Python imports `sitecustomize` at start). Does nothing unless LOAD_BENCH_DIAG
 names a file. Records:
 
-- every cyclic-GC collection's duration, by generation (gc.callbacks);
+- every cyclic-GC collection's duration, by generation (gc.callbacks), in wall-clock time
+  (what the server's clients wait) and in the collecting thread's CPU time (the collector's
+  own work: on a loaded machine the wall clock also counts time the process was not
+  scheduled);
 - event-loop lag: every 100 ms a thread schedules a callback on daphne's asyncio loop
   (Twisted's asyncio reactor) with call_soon_threadsafe and measures how late it runs.
 
-LOAD_BENCH_GC_THRESHOLD="g0,g1,g2", if set, is passed to gc.set_threshold at start.
+LOAD_BENCH_GC_THRESHOLD="g0,g1,g2", if set, is passed to gc.set_threshold at start (the
+site's GC policy, shop/gc_tuning.py, sets its own thresholds when GC_TUNING is on).
+
+On SIGUSR2 (sent by the benchmark once every client socket is closed), recording stops, the
+collector's callbacks are removed (the site's policy among them: this process is about to
+stop) and the file gets "garbage": the cyclic garbage a full collection finds now
+("collected"), then, after gc.unfreeze(), what a second one finds among the objects the
+site's policy had frozen ("frozen": objects frozen and then left in reference cycles,
+never freed while frozen), each with the most common types and the length of the pass;
+and the most common types of the objects still tracked.
 
 Every second the thread rewrites the file (JSON): GC counts / total / max seconds per
-generation, full collections (gen 2) with their time and duration, and lag samples above
-20 ms with their time, plus the count and sum of all lag samples.
+generation, full collections (gen 2) with their time, duration and the number of objects
+they walked (counted before each, outside its timing), collections of any
+generation over 10 ms with their time, and lag samples above 20 ms with their time, plus
+the count and sum of all lag samples.
 """
 
 from __future__ import annotations
 
+import collections
 import gc
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -34,31 +50,43 @@ def _install(path: str) -> None:
     # encodes without releasing it.
     stats = {
         "gc": {str(g): [0, 0.0, 0.0] for g in range(3)},  # count, total s, max s
-        "full": [],  # [unix time, seconds, objects collected]
+        "full": [],  # [unix time, seconds, objects collected, objects walked, CPU seconds]
+        "long": [],  # [unix time, generation, seconds, CPU seconds] of those over 10 ms
         "lag": [],  # [unix time, seconds] for lags over 20 ms
         "lag_count": 0,
         "lag_sum": 0.0,
         "lag_max": 0.0,
     }
-    started = [0.0]
+    started = [0.0, 0.0]  # wall clock, this thread's CPU time
+    recording = [True]
+
+    walked = [0]
 
     def on_gc(phase: str, info: dict) -> None:
+        if not recording[0]:
+            return
         if phase == "start":
+            if info["generation"] == 2:  # what this full collection will walk
+                walked[0] = sum(len(gc.get_objects(g)) for g in range(3))
             started[0] = time.perf_counter()
+            started[1] = time.thread_time()
             return
         took = time.perf_counter() - started[0]
+        cpu = time.thread_time() - started[1]
         entry = stats["gc"][str(info["generation"])]
         entry[0] += 1
         entry[1] += took
         entry[2] = max(entry[2], took)
         if info["generation"] == 2:
-            stats["full"].append([time.time(), took, info.get("collected", 0)])
+            stats["full"].append([time.time(), took, info.get("collected", 0), walked[0], cpu])
+        if took > 0.010:
+            stats["long"].append([time.time(), info["generation"], took, cpu])
 
     gc.callbacks.append(on_gc)
 
     def write() -> None:
         text = json.dumps(stats)
-        tmp = f"{path}.tmp"
+        tmp = f"{path}.{threading.get_ident()}.tmp"  # the signal handler writes too
         with open(tmp, "w") as f:
             f.write(text)
         os.replace(tmp, path)
@@ -89,6 +117,34 @@ def _install(path: str) -> None:
                 last_write = time.monotonic()
                 write()
 
+    def garbage_pass() -> dict:
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        took = time.perf_counter()
+        found = gc.collect()
+        took = time.perf_counter() - took
+        kinds = collections.Counter(
+            f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage
+        )
+        gc.garbage.clear()
+        gc.set_debug(0)
+        gc.collect()  # frees what was kept for counting
+        return {"objects": found, "seconds": took, "types": kinds.most_common(12)}
+
+    def check_garbage(signum, frame) -> None:
+        recording[0] = False
+        # The site's policy (a callback) would freeze the garbage kept for counting.
+        gc.callbacks.clear()
+        frozen = gc.get_freeze_count()
+        garbage = {"collected": garbage_pass(), "frozen_objects": frozen}
+        gc.unfreeze()
+        garbage["frozen"] = garbage_pass()
+        garbage["live"] = collections.Counter(
+            f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects()
+        ).most_common(15)
+        stats["garbage"] = garbage
+        write()
+
+    signal.signal(signal.SIGUSR2, check_garbage)
     threading.Thread(target=watch, name="load-bench-diag", daemon=True).start()
 
 
