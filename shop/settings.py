@@ -317,7 +317,8 @@ STORAGES = {
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # channels-redis with a pool that waits for a free connection (shop/channel_layer.py)
+            "BACKEND": "shop.channel_layer.WaitingRedisChannelLayer",
             # channels-redis waits for a consumer's next message with a BZPOPMIN that blocks
             # 5 s; redis-py 8 times socket reads out after 5 s by default, which cut that
             # wait short and closed every idle websocket (1011). Reads may take longer than
