@@ -107,15 +107,20 @@ def parse_cart_id(value: object) -> uuid.UUID | None:
 
 
 def cart_lines(cart: Cart) -> list[CartItem]:
-    return list(cart.lines.select_related("item__product").order_by("id"))
+    return list(_lines_of(cart.pk))
+
+
+def _lines_of(cart_pk: Any) -> Any:
+    """The cart's lines with their items and products, in one query, in line order."""
+    return CartItem.objects.filter(cart_id=cart_pk).select_related("item__product").order_by("id")
 
 
 def line_available(line: CartItem) -> bool:
     return line.item.product.released and line.item.stock >= line.quantity
 
 
-def snapshot(cart: Cart) -> CartSnapshot:
-    lines = cart_lines(cart)
+def _snapshot(cart: Cart, lines: list[CartItem]) -> CartSnapshot:
+    """The snapshot of `cart` holding `lines` (current, as read in this transaction)."""
     return {
         "id": str(cart.id),
         "revision": cart.revision,
@@ -134,6 +139,10 @@ def snapshot(cart: Cart) -> CartSnapshot:
     }
 
 
+def snapshot(cart: Cart) -> CartSnapshot:
+    return _snapshot(cart, cart_lines(cart))
+
+
 def empty_snapshot(cart_id: str) -> CartSnapshot:
     """The state of a cart that has no row yet."""
     return {"id": cart_id, "revision": 0, "items": [], "total_quantity": 0}
@@ -141,12 +150,16 @@ def empty_snapshot(cart_id: str) -> CartSnapshot:
 
 def load_snapshot(cart_id: str, owner: int | None) -> CartSnapshot | None:
     """The cart's current state (empty while it has no row), or None if its row belongs
-    to another owner than `owner` (a user id, None for anonymous)."""
+    to another owner than `owner` (a user id, None for anonymous). One query when the cart
+    has lines (each carries its cart), two when it has none."""
     pk = parse_cart_id(cart_id)
-    cart = Cart.objects.filter(pk=pk).first() if pk else None
+    if pk is None:
+        return empty_snapshot(cart_id)
+    lines = list(_lines_of(pk).select_related("cart"))
+    cart = lines[0].cart if lines else Cart.objects.filter(pk=pk).first()
     if cart is None:
         return empty_snapshot(cart_id)
-    return snapshot(cart) if cart.user_id == owner else None
+    return _snapshot(cart, lines) if cart.user_id == owner else None
 
 
 def session_cart_id(session: Any) -> str | None:
@@ -188,59 +201,71 @@ def _locked_cart(cart_id: str, owner: int | None, *, create: bool = False) -> Ca
 
 
 def _bump_revision(cart: Cart) -> None:
-    Cart.objects.filter(pk=cart.pk).update(revision=F("revision") + 1, updated_at=timezone.now())
-    cart.refresh_from_db(fields=["revision", "updated_at"])
+    """Count one more change of a cart locked by this transaction (so `cart.revision`, read
+    under the lock, stays right without reading it back)."""
+    now = timezone.now()
+    Cart.objects.filter(pk=cart.pk).update(revision=F("revision") + 1, updated_at=now)
+    cart.revision += 1
+    cart.updated_at = now
+
+
+def _out_of_stock(item: Item, in_cart: int) -> CartError:
+    if item.stock == 0:
+        return CartError("out_of_stock", f"{item.product} in size {item.size} is sold out.")
+    return CartError(
+        "out_of_stock",
+        f"Only {item.stock} of {item.product} in size {item.size} left, "
+        f"and your cart already holds {in_cart}.",
+    )
 
 
 def add_item(cart_id: str, item_id: int, owner: int | None = None) -> CartSnapshot:
     """Add one unit of a released item, never more than its stock. The first change of a
-    cart creates its row, owned by `owner`."""
+    cart creates its row, owned by `owner`.
+
+    Under the cart's lock it reads the cart's lines once (with their items), the item only
+    if it is not among them, writes the line and the revision, and builds the snapshot from
+    what it read: four or five statements, nothing read twice."""
     with transaction.atomic():
-        item = (
-            Item.objects.select_related("product")
-            .filter(pk=item_id, product__released=True)
-            .first()
-            if 0 < item_id <= MAX_ITEM_ID
-            else None
-        )
-        if item is None:
-            raise CartError("not_found", f"There is no item {item_id} for sale.")
         cart = _locked_cart(cart_id, owner, create=True)
-        line = CartItem.objects.filter(cart=cart, item=item).first()
+        lines = cart_lines(cart)
+        line = next((line for line in lines if line.item_id == item_id), None)
+        if line is not None:
+            item = line.item
+        elif 0 < item_id <= MAX_ITEM_ID:
+            item = Item.objects.select_related("product").filter(pk=item_id).first()
+        else:
+            item = None
+        if item is None or not item.product.released:
+            raise CartError("not_found", f"There is no item {item_id} for sale.")
         in_cart = line.quantity if line else 0
         if in_cart + 1 > item.stock:
-            if item.stock == 0:
-                raise CartError("out_of_stock", f"{item.product} in size {item.size} is sold out.")
-            raise CartError(
-                "out_of_stock",
-                f"Only {item.stock} of {item.product} in size {item.size} left, "
-                f"and your cart already holds {in_cart}.",
-            )
+            raise _out_of_stock(item, in_cart)
         if line is None:
-            CartItem.objects.create(cart=cart, item=item, quantity=1)
+            lines.append(CartItem.objects.create(cart=cart, item=item, quantity=1))
         else:
             CartItem.objects.filter(pk=line.pk).update(quantity=F("quantity") + 1)
+            line.quantity += 1
         _bump_revision(cart)
-        return snapshot(cart)
+        return _snapshot(cart, lines)
 
 
 def remove_item(cart_id: str, item_id: int, owner: int | None = None) -> CartSnapshot:
     """Remove one unit; the line goes when its quantity reaches zero."""
     with transaction.atomic():
         cart = _locked_cart(cart_id, owner)
-        line = (
-            CartItem.objects.filter(cart=cart, item_id=item_id).first()
-            if cart is not None and 0 < item_id <= MAX_ITEM_ID
-            else None
-        )
+        lines = cart_lines(cart) if cart is not None else []
+        line = next((line for line in lines if line.item_id == item_id), None)
         if line is None:
             raise CartError("not_found", f"Item {item_id} is not in your cart.")
         if line.quantity <= 1:
-            line.delete()
+            CartItem.objects.filter(pk=line.pk).delete()
+            lines.remove(line)
         else:
             CartItem.objects.filter(pk=line.pk).update(quantity=F("quantity") - 1)
+            line.quantity -= 1
         _bump_revision(cart)
-        return snapshot(cart)
+        return _snapshot(cart, lines)
 
 
 def checkout(cart_id: str, owner: int | None = None) -> Purchase:
@@ -269,7 +294,7 @@ def checkout(cart_id: str, owner: int | None = None) -> Purchase:
         CartItem.objects.filter(cart=cart).delete()
         _bump_revision(cart)
         return Purchase(
-            cart=snapshot(cart),
+            cart=_snapshot(cart, []),
             quantity=sum(line.quantity for line in lines),
             stock_changes=changes,
         )
