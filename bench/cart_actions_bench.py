@@ -43,7 +43,8 @@ if str(ROOT) not in sys.path:
 
 from bench.revision import describe, exported  # noqa: E402
 from shop.simulator import Config, Latency, Node, Simulation  # noqa: E402
-from tests.daphne_server import ROOT as CODE, DaphneServer, prepare_database  # noqa: E402
+from tests.daphne_server import ROOT as CODE  # noqa: E402
+from tests.daphne_server import DaphneServer, prepare_database  # noqa: E402
 from tests.postgres_server import PostgresServer  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
@@ -263,9 +264,8 @@ def main() -> int:
             parser.error(f"unknown database {database!r}")
     started = time.monotonic()
     lines = asyncio.run(main_async(args))
-    print(
-        f"\n{' '.join([Path(sys.executable).name, *sys.argv])}  ({time.monotonic() - started:.0f} s)"
-    )
+    command = " ".join([Path(sys.executable).name, *sys.argv])
+    print(f"\n{command}  ({time.monotonic() - started:.0f} s)")
     print("\n".join(lines))
     return 0
 
