@@ -14,7 +14,8 @@ add_item / remove_item one at a time, waiting for the reply, then thinks for a r
 (exponential) time with mean shoppers / rate: the offered rate. For each offered rate, after
 every shopper is online and a warm-up, for `--seconds`: the achieved rate (replies per
 second), reply latency p50 / p99 (send -> the `ok` or `error`), errors, and the node's CPU
-per action (utime + stime from /proc over the window, idle cost included). A closed loop:
+per action (utime + stime from /proc over the window, idle cost included). Each code's node
+is measured in turn at each rate (so load changes touch them alike). A closed loop:
 when the node saturates, shoppers wait for replies and the achieved rate falls below the
 offered one.
 
@@ -30,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -121,31 +123,48 @@ async def measure(node: DaphneServer, rate: float, args: argparse.Namespace) -> 
     )
 
 
-async def curve(code: Path, database: str, url: str | None, args, base: Path) -> list[Point]:
+async def curves(
+    codes: list[tuple[str, Path]], database: str, urls: list[str | None], args, base: Path
+) -> dict[str, list[Point]]:
+    """The curve of each code on `database`: a node each (a database each), all started at
+    once and measured in turn at each rate, so that a change in the machine's load between
+    points touches every code alike."""
     redis = RedisServer().start() if args.redis else None
-    node = DaphneServer(
-        url or prepare_database(base / f"{uuid.uuid4().hex}.sqlite3"),
-        redis_url=redis.url if redis else None,
-        env={"SHOPPER_SOCKETS_PER_ADDRESS": "0"},  # every simulated shopper is 127.0.0.1
-        var_dir=base / uuid.uuid4().hex,
-        code=code,
-    )
-    points: list[Point] = []
+    nodes = {
+        label: DaphneServer(
+            url or prepare_database(base / f"{uuid.uuid4().hex}.sqlite3"),
+            redis_url=redis.url if redis else None,
+            env={"SHOPPER_SOCKETS_PER_ADDRESS": "0"},  # every simulated shopper is 127.0.0.1
+            var_dir=base / uuid.uuid4().hex,
+            code=code,
+        )
+        for (label, code), url in zip(codes, urls, strict=True)
+    }
+    points: dict[str, list[Point]] = {label: [] for label in nodes}
+    saturated: set[str] = set()
     try:
-        node.start()
+        for node in nodes.values():
+            node.start()
         for rate in args.rates:
-            say(f"  {database}: offering {rate:g} actions/s (load {os.getloadavg()[0]:.2f})")
-            point = await measure(node, rate, args)
-            points.append(point)
-            say(
-                f"    achieved {point.achieved:.0f}/s, p50 {point.latency.p50:.1f} ms, "
-                f"p99 {point.latency.p99:.1f} ms, {point.cpu_ms:.2f} ms CPU per action"
-            )
-            if point.achieved < 0.6 * rate:
-                say("    saturated well below the offered rate: higher rates skipped")
-                break
+            for label, node in nodes.items():
+                if label in saturated:
+                    continue
+                say(
+                    f"  {label}, {database}: offering {rate:g} actions/s "
+                    f"(load {os.getloadavg()[0]:.2f})"
+                )
+                point = await measure(node, rate, args)
+                points[label].append(point)
+                say(
+                    f"    achieved {point.achieved:.0f}/s, p50 {point.latency.p50:.1f} ms, "
+                    f"p99 {point.latency.p99:.1f} ms, {point.cpu_ms:.2f} ms CPU per action"
+                )
+                if point.achieved < 0.6 * rate:
+                    say("    saturated well below the offered rate: higher rates skipped")
+                    saturated.add(label)
     finally:
-        node.stop()
+        for node in nodes.values():
+            node.stop()
         if redis is not None:
             redis.kill()
     return points
@@ -203,14 +222,13 @@ def report(results: dict[tuple[str, str], list[Point]], labels: list[str], args)
 async def main_async(args) -> list[str]:
     started_load = os.getloadavg()[0]
     results: dict[tuple[str, str], list[Point]] = {}
-    labels: list[str] = []
     with contextlib.ExitStack() as stack:
         base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cart-bench-")))
         codes: list[tuple[str, Path]] = []
         if args.before:
             codes.append(
                 (
-                    f"before ({describe(args.before)[:40]})",
+                    f"before ({describe(args.before).split()[0]})",
                     stack.enter_context(exported(args.before)),
                 )
             )
@@ -222,14 +240,17 @@ async def main_async(args) -> list[str]:
             stack.callback(postgres.stop)
             template = "bench_template"
             prepare_database(postgres.create_database(template), var_dir=base / "template")
-        for label, code in codes:
-            labels.append(label)
-            for database in args.databases:
-                say(f"{label}, {database}")
-                url = None
-                if database == "postgres":
-                    url = postgres.create_database(f"bench_{uuid.uuid4().hex}", template=template)
-                results[label, database] = await curve(code, database, url, args, base)
+        labels = [label for label, _ in codes]
+        for database in args.databases:
+            urls: list[str | None] = [None] * len(codes)
+            if database == "postgres":
+                urls = [
+                    postgres.create_database(f"bench_{uuid.uuid4().hex}", template=template)
+                    for _ in codes
+                ]
+            found = await curves(codes, database, urls, args, base)
+            for label in labels:
+                results[label, database] = found[label]
     lines = [
         f"cart actions on one node: {args.shoppers} shoppers, one tab each, "
         f"{args.seconds:g} s per point after {args.warmup:g} s of warm-up, "
@@ -262,6 +283,11 @@ def main() -> int:
     for database in args.databases:
         if database not in {"sqlite", "postgres"}:
             parser.error(f"unknown database {database!r}")
+
+    def terminate(signum, frame) -> None:
+        raise KeyboardInterrupt  # unwinds, stopping every server started here
+
+    signal.signal(signal.SIGTERM, terminate)
     started = time.monotonic()
     lines = asyncio.run(main_async(args))
     command = " ".join([Path(sys.executable).name, *sys.argv])
