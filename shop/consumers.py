@@ -14,7 +14,8 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from shop import carts, identity, open_tabs, socket_limits
-from shop.broadcast import STOCK_GROUP, cart_group, publish_cart
+from shop.broadcast import STOCK_TOPIC, cart_group, local_node, publish_cart
+from shop.fanout import LocalFanout
 from shop.login_state import LOGIN_CHANGED_CLOSE_CODE
 from shop.metrics import OPEN_SHOPPER_SOCKETS
 from shop.pages import page_bucket
@@ -59,6 +60,11 @@ def clean_page(query_string: bytes) -> str:
     if page.startswith("/") and len(page) <= MAX_PAGE_LENGTH and page.isprintable():
         return page
     return "/"
+
+
+def wants_levels(query_string: bytes) -> bool:
+    """Whether the page asks for the current stock levels (`levels=1`) on connecting."""
+    return parse_qs(query_string.decode("latin-1")).get("levels") == ["1"]
 
 
 class RateLimiter:
@@ -116,9 +122,10 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
     and session (shop.identity).
 
     Every state of the cart reaches the client through `send_cart`; the connection is in its
-    cart's group (changes from other tabs), in the stock group (stock level pushes) and in
-    its login state's group (closed when that state ends: shop.login_state). While open it
-    is tracked on topic `carts` under its cart id, its meta following the cart.
+    cart's group (changes from other tabs) and its login state's group (closed when that
+    state ends: shop.login_state), and in this node's stock topic (shop.broadcast: stock
+    level pushes, written to the socket by the node's fan-out hub). While open it is tracked
+    on topic `carts` under its cart id, its meta following the cart.
     """
 
     cart_id: str | None = None
@@ -131,6 +138,7 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
     tracker: Tracker | None = None  # set while this connection is tracked
     expected_revision: int = -1  # the newest revision of this cart the tracker has shown
     counted: bool = False  # in OPEN_SHOPPER_SOCKETS
+    fanout: LocalFanout | None = None  # set while in the node's stock topic
 
     async def __call__(self, scope, receive, send) -> None:
         """Run the connection; however it ends, its page leaves the tracker.
@@ -174,8 +182,12 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
         if cart is None:  # its session is gone, or its cart now belongs to another login
             await self.close(code=LOGIN_CHANGED_CLOSE_CODE)
             return
-        await self.join(STOCK_GROUP)
+        node = await local_node()
         await self.send_cart(cart)
+        query = self.scope.get("query_string", b"")
+        levels = node.stock.levels_frame() if wants_levels(query) else None
+        node.fanout.join(STOCK_TOPIC, self.base_send, levels)
+        self.fanout = node.fanout
         await self.start_tracking()
 
     async def join(self, *groups: str) -> None:
@@ -212,6 +224,9 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
             self.counted = False
         socket_limits.COUNTS.release(self.limit_keys)
         self.limit_keys = ()
+        fanout, self.fanout = self.fanout, None
+        if fanout is not None:
+            fanout.leave(STOCK_TOPIC, self.base_send)
         tracker, self.tracker = self.tracker, None
         if tracker is not None:
             open_tabs.open_tabs(tracker).discard(self)
@@ -331,8 +346,3 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
 
     async def login_changed(self, event: dict[str, Any]) -> None:
         await self.close(code=LOGIN_CHANGED_CLOSE_CODE)
-
-    async def stock_changed(self, event: dict[str, Any]) -> None:
-        await self.send_json(
-            {"type": "stock", "item_id": event["item_id"], "level": event["level"]}
-        )

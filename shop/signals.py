@@ -4,7 +4,6 @@ of the sockets of a login state on login and logout."""
 import uuid
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth.signals import user_logged_in, user_logged_out
 from django.db import transaction
@@ -42,7 +41,7 @@ def push_stock_level(sender: type[Item], instance: Item, created: bool, **kwargs
     def push() -> None:
         stock = Item.objects.filter(pk=instance.pk).values_list("stock", flat=True).first()
         if stock is not None and stock_level(stock) != before:
-            async_to_sync(publish_stock)([StockChange(instance.pk, stock_level(stock).value)])
+            publish_stock([StockChange(instance.pk, stock_level(stock).value)])
 
     transaction.on_commit(push)
 
