@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.request
 
 import pytest
 
 from tests.cluster.faults import SETTLE_SECONDS, Cluster, new_shopper, retrying
 from tests.daphne_server import DaphneServer, Database, manage, server_env
 from tests.live_clients import CSRF_INPUT, Tab, Visitor
+from tests.prometheus_text import Scrape
 
 pytestmark = pytest.mark.cluster
 
@@ -78,6 +80,16 @@ async def test_a_checkout_on_one_node_updates_the_level_on_every_page_of_both(
     for tab in tabs:
         await tab.drain(0.5)
         assert tab.stock == [(item, "out")], "one push per page, no echo from the other node"
+    # Under daphne each frame is written straight to the socket, none through the ASGI send.
+    for node, pages in ((a, 2), (b, 1)):
+        scrape = await asyncio.to_thread(metrics, node)
+        assert scrape.value("shop_fanout_frames_total", path="direct") == pages
+        assert scrape.value("shop_fanout_frames_total", path="asgi") == 0
+
+
+def metrics(node: DaphneServer) -> Scrape:
+    with urllib.request.urlopen(node.url + "/metrics", timeout=10) as response:
+        return Scrape(response.read().decode())
 
 
 async def test_changes_made_elsewhere_reach_each_page_of_both_nodes_in_order(
