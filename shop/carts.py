@@ -148,18 +148,54 @@ def empty_snapshot(cart_id: str) -> CartSnapshot:
     return {"id": cart_id, "revision": 0, "items": [], "total_quantity": 0}
 
 
+_CONNECT_FIELDS = (
+    "cart__revision",
+    "cart__user_id",
+    "item_id",
+    "item__product__name",
+    "item__size",
+    "quantity",
+    "item__product__price",
+    "item__product__released",
+    "item__stock",
+)
+
+
 def load_snapshot(cart_id: str, owner: int | None) -> CartSnapshot | None:
     """The cart's current state (empty while it has no row), or None if its row belongs
-    to another owner than `owner` (a user id, None for anonymous). One query when the cart
-    has lines (each carries its cart), two when it has none."""
+    to another owner than `owner` (a user id, None for anonymous). Every socket's connect
+    reads it: one query of plain values when the cart has lines (each carries its cart's
+    revision and owner), two when it has none."""
     pk = parse_cart_id(cart_id)
     if pk is None:
         return empty_snapshot(cart_id)
-    lines = list(_lines_of(pk).select_related("cart"))
-    cart = lines[0].cart if lines else Cart.objects.filter(pk=pk).first()
-    if cart is None:
-        return empty_snapshot(cart_id)
-    return _snapshot(cart, lines) if cart.user_id == owner else None
+    rows = list(CartItem.objects.filter(cart_id=pk).order_by("id").values_list(*_CONNECT_FIELDS))
+    if rows:
+        revision, user_id = rows[0][:2]
+    else:
+        cart = Cart.objects.filter(pk=pk).values_list("revision", "user_id").first()
+        if cart is None:
+            return empty_snapshot(cart_id)
+        revision, user_id = cart
+    if user_id != owner:
+        return None
+    items: list[CartLine] = [
+        {
+            "item_id": item_id,
+            "product": product,
+            "size": size,
+            "quantity": quantity,
+            "price": str(price),
+            "available": released and stock >= quantity,
+        }
+        for _, _, item_id, product, size, quantity, price, released, stock in rows
+    ]
+    return {
+        "id": str(pk),
+        "revision": revision,
+        "items": items,
+        "total_quantity": sum(line["quantity"] for line in items),
+    }
 
 
 def session_cart_id(session: Any) -> str | None:

@@ -139,6 +139,8 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
     expected_revision: int = -1  # the newest revision of this cart the tracker has shown
     counted: bool = False  # in OPEN_SHOPPER_SOCKETS
     fanout: LocalFanout | None = None  # set while in the node's stock topic
+    username: str | None = None  # a logged-in shopper's
+    rate_limiter: RateLimiter | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         """Run the connection; however it ends, its page leaves the tracker.
@@ -156,11 +158,14 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         self.page = clean_page(self.scope.get("query_string", b""))
-        self.rate_limiter = RateLimiter()
         await self.accept()
         OPEN_SHOPPER_SOCKETS.inc()
         self.counted = True
-        shopper = await database_sync_to_async(identity.socket_shopper)(self.scope)
+        cookies = self.scope.get("cookies", {})
+        if identity.needs_session(cookies):
+            shopper, self.username = await database_sync_to_async(identity.socket_shopper)(cookies)
+        else:  # a cart cookie alone: nothing to read
+            shopper, self.username = identity.socket_shopper(cookies)
         if shopper is None:
             await self.send_error("no_cart", "No cart in this session. Open the shop page first.")
             await self.close(code=NO_CART_CLOSE_CODE)
@@ -212,9 +217,7 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
         open_tabs.open_tabs(tracker).add(self)
 
     def presence_meta(self) -> dict[str, Any]:
-        user = self.scope.get("user")
-        username = user.get_username() if user is not None and user.is_authenticated else None
-        return cart_meta(self.cart, page=self.page, user=username, joined_at=self.joined_at)
+        return cart_meta(self.cart, page=self.page, user=self.username, joined_at=self.joined_at)
 
     async def leave(self) -> None:
         """Stop counting and tracking this page (once; no I/O, so it also runs while the
@@ -256,6 +259,8 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         try:
+            if self.rate_limiter is None:  # made with the first message: most sockets send none
+                self.rate_limiter = RateLimiter()
             if not self.rate_limiter.allow(time.monotonic()):
                 raise BadMessage("rate_limited", f"More than {RATE_LIMIT} messages a second.")
             message = self.parse(text_data)

@@ -1,5 +1,6 @@
-"""Stock pushes for any saved Item (admin edits included); cart linking on login, and the end
-of the sockets of a login state on login and logout."""
+"""Stock pushes for any saved Item (admin edits included); the page buckets' released products
+forgotten when a product changes; cart linking on login, and the end of the sockets of a login
+state on login and logout."""
 
 import uuid
 from typing import Any
@@ -7,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.signals import user_logged_in, user_logged_out
 from django.db import transaction
-from django.db.models.signals import post_save, pre_save
+from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 from django.http import HttpRequest
 
@@ -21,7 +22,8 @@ from shop.carts import (
 )
 from shop.identity import cart_id_from_cookie
 from shop.login_state import anonymous_cart_group, end_login_state, session_group
-from shop.models import Item
+from shop.models import Item, Product
+from shop.pages import forget_released
 from shop.stock import stock_level
 
 
@@ -44,6 +46,11 @@ def push_stock_level(sender: type[Item], instance: Item, created: bool, **kwargs
             publish_stock([StockChange(instance.pk, stock_level(stock).value)])
 
     transaction.on_commit(push)
+
+
+@receiver([post_save, post_delete], sender=Product)
+def forget_released_products(sender: type[Product], **kwargs: Any) -> None:
+    forget_released()  # shop.pages: a socket's page bucket reads them again
 
 
 @receiver(user_logged_in)
