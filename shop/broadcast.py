@@ -43,8 +43,11 @@ STOCK_TOPIC = "stock"  # the fan-out topic every storefront socket is in
 STOCK_READ_RETRY_SECONDS = 1.0
 
 
+CART_GROUP_PREFIX = "shop.cart."
+
+
 def cart_group(cart_id: str) -> str:
-    return f"shop.cart.{cart_id}"
+    return f"{CART_GROUP_PREFIX}{cart_id}"
 
 
 async def publish_cart(cart: CartSnapshot) -> None:

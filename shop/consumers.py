@@ -182,7 +182,7 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
         self.shopper, self.cart_id = shopper, shopper.cart_id
         # Join before reading, so that neither a change of the cart nor the end of the login
         # state between the read and the join is missed.
-        await self.join(cart_group(shopper.cart_id), *shopper.groups)
+        await self.join(*dict.fromkeys([cart_group(shopper.cart_id), *shopper.groups]))
         cart, self.page = await database_sync_to_async(_handshake)(shopper, self.page)
         if cart is None:  # its session is gone, or its cart now belongs to another login
             await self.close(code=LOGIN_CHANGED_CLOSE_CODE)
@@ -350,4 +350,6 @@ class ShoppingCartConsumer(AsyncWebsocketConsumer):
         await self.send_cart(event["cart"])
 
     async def login_changed(self, event: dict[str, Any]) -> None:
+        if event.get("anonymous") and self.shopper is not None and self.shopper.session_key:
+            return  # the anonymous tabs of this cart ended, and this one is logged in
         await self.close(code=LOGIN_CHANGED_CLOSE_CODE)
