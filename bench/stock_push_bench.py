@@ -17,7 +17,9 @@ each held socket - the stamp, so it includes the checkout request itself (its co
 ms: shown apart as "checkout request"). Per step: `--pushes` pushes, one at a time, each
 after the previous one reached every socket (or 60 s passed). Node CPU per push = (CPU of
 the node process over the pushes - its idle CPU over as long, measured just before with
-the same sockets held) / pushes.
+the same sockets held) / pushes. The servers record their full-GC pauses
+(bench/_diag/sitecustomize.py): the longest during the pushes is shown, as a pause that
+long delays whatever push it falls on.
 
 `--before REV` runs the same on that git revision's site first (bench/revision.py; the
 sockets are opened anew for it). Figures and commands: bench/README.md. Nothing asserts.
@@ -45,6 +47,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.load_bench import (  # noqa: E402
+    DIAG_DIR,
     cpu_seconds,
     create_sessions,
     load1,
@@ -181,6 +184,7 @@ class StepResult:
     held: dict[str, int]
     pushes: list[Push] = field(default_factory=list)
     cpu_ms: dict[str, float] = field(default_factory=dict)  # per push, idle subtracted
+    longest_gc: dict[str, float] = field(default_factory=dict)  # full GC during the pushes
     idle_cores: dict[str, float] = field(default_factory=dict)
     load: float = 0.0
 
@@ -222,7 +226,13 @@ async def run_code(code: Path, args: argparse.Namespace, base: Path) -> list[Ste
             node = DaphneServer(
                 database,
                 redis_url=redis.url,
-                env={"TRACKER_NODE_NAME": name, "SHOPPER_SOCKETS_PER_ADDRESS": "0"},
+                env={
+                    "TRACKER_NODE_NAME": name,
+                    "SHOPPER_SOCKETS_PER_ADDRESS": "0",
+                    # bench/_diag/sitecustomize.py records the servers' full-GC pauses
+                    "PYTHONPATH": str(DIAG_DIR),
+                    "LOAD_BENCH_DIAG": str(base / f"diag-{name}.json"),
+                },
                 var_dir=base / name,
                 code=code,
             )
@@ -268,7 +278,7 @@ async def run_code(code: Path, args: argparse.Namespace, base: Path) -> list[Ste
                 if len(items) < args.pushes:
                     raise RuntimeError(f"only {len(items)} items to push with")
                 cpu0 = {n: cpu_seconds(s.process.pid) for n, s in nodes.items()}
-                started = time.monotonic()
+                started, window_start = time.monotonic(), time.time()
                 for item in items:
                     step.pushes.append(await push(item, buyer, buyer_tab, clients))
                 elapsed = time.monotonic() - started
@@ -276,6 +286,11 @@ async def run_code(code: Path, args: argparse.Namespace, base: Path) -> list[Ste
                     used = cpu_seconds(s.process.pid) - cpu0[n] - step.idle_cores[n] * elapsed
                     step.cpu_ms[n] = used / args.pushes * 1000
                 step.load = load1()
+                await asyncio.sleep(1.5)  # the diagnostics file is rewritten every second
+                for name in nodes:
+                    step.longest_gc[name] = longest_full_gc(
+                        base / f"diag-{name}.json", window_start, time.time()
+                    )
                 last = max(p.last_ms.get("b", 0) for p in step.pushes)
                 say(f"    pushes done; last socket at most {last:.0f} ms after the checkout")
         finally:
@@ -284,8 +299,16 @@ async def run_code(code: Path, args: argparse.Namespace, base: Path) -> list[Ste
     return results
 
 
+def longest_full_gc(path: Path, start: float, end: float) -> float:
+    try:
+        full = json.loads(path.read_text())["full"]
+    except (OSError, ValueError, KeyError):
+        return float("nan")
+    return max((took for at, took, _ in full if start <= at <= end), default=0.0)
+
+
 async def push(item: int, buyer: Visitor, tab, clients: list[Client]) -> Push:
-    await tab.request({"type": "add_item", "item_id": item})
+    await tab.request({"type": "add_item", "item_id": item}, within=PUSH_TIMEOUT)
     started = time.monotonic()
     await asyncio.to_thread(checkout, buyer)
     checkout_ms = (time.monotonic() - started) * 1000
@@ -320,6 +343,7 @@ def summarize(label: str, results: list[StepResult]) -> list[str]:
             f"| {len(pushes)} | {pct(last, 0.5):.0f} / {max(last):.0f} | {pct(p50, 0.5):.0f} | "
             f"{pct([p.checkout_ms for p in pushes], 0.5):.0f} | "
             f"{step.cpu_ms['a']:.0f} / {step.cpu_ms['b']:.0f} | "
+            f"{step.longest_gc['a']:.2f} / {step.longest_gc['b']:.2f} | "
             f"{reached:,} of {sum(step.held.values()):,} | {step.load:.1f} |"
         )
     return lines
@@ -345,8 +369,8 @@ async def main_async(args: argparse.Namespace) -> list[str]:
         "",
         "| code | sockets per node | pushes | checkout -> last socket ms, median / max | "
         "-> median socket ms (median push) | checkout request ms | node CPU ms per push A / "
-        "B | fewest sockets reached | load |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "B | longest full GC during the pushes s, A / B | fewest sockets reached | load |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for label, results in labelled:
         lines += summarize(label, results)
