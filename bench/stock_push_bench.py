@@ -173,6 +173,7 @@ class Client:
 
 @dataclass
 class Push:
+    failed: str | None  # why the push was not measured
     checkout_ms: float
     last_ms: dict[str, float]  # by node: the last socket's frame
     p50_ms: dict[str, float]
@@ -203,7 +204,8 @@ print(json.dumps(ids))
 def checkout(buyer: Visitor) -> None:
     """Buy the cart through the checkout form (waiting up to PUSH_TIMEOUT: before issue 12
     the request itself sent the push to every page, which took seconds)."""
-    page = buyer.get("/checkout/")
+    with buyer.opener.open(buyer.base_url + "/checkout/", timeout=PUSH_TIMEOUT) as response:
+        page = response.read().decode()
     token = CSRF_INPUT.search(page)
     assert token is not None, "no CSRF token on the checkout page"
     data = urllib.parse.urlencode({"csrfmiddlewaretoken": token[1]}).encode()
@@ -286,17 +288,21 @@ async def run_code(code: Path, args: argparse.Namespace, base: Path) -> list[Ste
                 started, window_start = time.monotonic(), time.time()
                 for item in items:
                     step.pushes.append(await push(item, buyer, buyer_tab, clients))
+                    if step.pushes[-1].failed:
+                        say(f"    a push failed ({step.pushes[-1].failed}): the step stops")
+                        break
                 elapsed = time.monotonic() - started
                 for n, s in nodes.items():
                     used = cpu_seconds(s.process.pid) - cpu0[n] - step.idle_cores[n] * elapsed
-                    step.cpu_ms[n] = used / args.pushes * 1000
+                    step.cpu_ms[n] = used / len(step.pushes) * 1000
                 step.load = load1()
                 await asyncio.sleep(1.5)  # the diagnostics file is rewritten every second
                 for name in nodes:
                     step.longest_gc[name] = longest_full_gc(
                         base / f"diag-{name}.json", window_start, time.time()
                     )
-                last = max(p.last_ms.get("b", 0) for p in step.pushes)
+                done = [max(p.last_ms.values()) for p in step.pushes if not p.failed]
+                last = max(done, default=0)
                 say(f"    pushes done; last socket at most {last:.0f} ms after the checkout")
         finally:
             await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
@@ -313,9 +319,14 @@ def longest_full_gc(path: Path, start: float, end: float) -> float:
 
 
 async def push(item: int, buyer: Visitor, tab, clients: list[Client]) -> Push:
-    await tab.request({"type": "add_item", "item_id": item}, within=PUSH_TIMEOUT)
     started = time.monotonic()
-    await asyncio.to_thread(checkout, buyer)
+    try:
+        await tab.request({"type": "add_item", "item_id": item}, within=PUSH_TIMEOUT)
+        started = time.monotonic()
+        await asyncio.to_thread(checkout, buyer)
+    except (TimeoutError, OSError, AssertionError, ConnectionError) as error:
+        failed = f"{type(error).__name__} after {time.monotonic() - started:.0f} s"
+        return Push(failed, float("nan"), {}, {}, {})
     checkout_ms = (time.monotonic() - started) * 1000
     deadline = time.monotonic() + PUSH_TIMEOUT
     while True:
@@ -329,6 +340,7 @@ async def push(item: int, buyer: Visitor, tab, clients: list[Client]) -> Push:
     for index, reply in enumerate(replies):
         by_node["ab"[index % 2]] += [(t - started) * 1000 for t in reply["times"]]
     return Push(
+        None,
         checkout_ms,
         {n: max(times, default=float("nan")) for n, times in by_node.items()},
         {n: pct(times, 0.5) if times else float("nan") for n, times in by_node.items()},
@@ -339,7 +351,14 @@ async def push(item: int, buyer: Visitor, tab, clients: list[Client]) -> Push:
 def summarize(label: str, results: list[StepResult]) -> list[str]:
     lines = []
     for step in results:
-        pushes = step.pushes
+        failed = [p.failed for p in step.pushes if p.failed]
+        pushes = [p for p in step.pushes if not p.failed]
+        if not pushes:
+            lines.append(
+                f"| {label} | {step.per_node:,} | 0 | FAILED: {failed[0]} | | | | | | "
+                f"{step.load:.1f} |"
+            )
+            continue
         last = [max(p.last_ms.values()) for p in pushes]
         p50 = [max(p.p50_ms.values()) for p in pushes]
         reached = min(sum(p.reached.values()) for p in pushes)
@@ -350,6 +369,7 @@ def summarize(label: str, results: list[StepResult]) -> list[str]:
             f"{step.cpu_ms['a']:.0f} / {step.cpu_ms['b']:.0f} | "
             f"{step.longest_gc['a']:.2f} / {step.longest_gc['b']:.2f} | "
             f"{reached:,} of {sum(step.held.values()):,} | {step.load:.1f} |"
+            + (f" then a push failed: {failed[0]}" if failed else "")
         )
     return lines
 
