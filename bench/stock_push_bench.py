@@ -239,6 +239,11 @@ async def run_code(code: Path, args: argparse.Namespace, base: Path) -> list[Ste
                     # bench/_diag/sitecustomize.py records the servers' full-GC pauses
                     "PYTHONPATH": str(DIAG_DIR),
                     "LOAD_BENCH_DIAG": str(base / f"diag-{name}.json"),
+                    **(
+                        {"LOAD_BENCH_GC_THRESHOLD": args.server_gc_threshold}
+                        if args.server_gc_threshold
+                        else {}
+                    ),
                 },
                 var_dir=base / name,
                 code=code,
@@ -273,7 +278,7 @@ async def run_code(code: Path, args: argparse.Namespace, base: Path) -> list[Ste
                 errors = [r["errors"] for r in replies if r["errors"]]
                 if errors:
                     say(f"    failed connects: {errors}")
-                await asyncio.sleep(2)
+                await asyncio.sleep(5)  # the connects' aftermath (heartbeats, transfers) settles
                 idle0 = {n: cpu_seconds(s.process.pid) for n, s in nodes.items()}
                 await asyncio.sleep(IDLE_SECONDS)
                 for n, s in nodes.items():
@@ -331,14 +336,15 @@ async def push(item: int, buyer: Visitor, tab, clients: list[Client]) -> Push:
     deadline = time.monotonic() + PUSH_TIMEOUT
     while True:
         replies = await asyncio.gather(*(c.call(op="arrivals", item=item) for c in clients))
-        got = sum(len(r["times"]) for r in replies)
+        # (An item may have been pushed in an earlier step: only this push's frames count.)
+        got = sum(1 for r in replies for t in r["times"] if t >= started)
         expected = sum(r["open"] for r in replies)
         if got >= expected or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.05)
     by_node: dict[str, list[float]] = {"a": [], "b": []}
     for index, reply in enumerate(replies):
-        by_node["ab"[index % 2]] += [(t - started) * 1000 for t in reply["times"]]
+        by_node["ab"[index % 2]] += [(t - started) * 1000 for t in reply["times"] if t >= started]
     return Push(
         None,
         checkout_ms,
@@ -390,7 +396,8 @@ async def main_async(args: argparse.Namespace) -> list[str]:
             labelled.append((label, await run_code(code, args, base)))
     lines = [
         f"stock pushes to two nodes (one Redis, one SQLite file), {args.clients} client "
-        f"processes; load average {load_start:.2f} at start, {load1():.2f} at end",
+        f"processes, servers' GC thresholds {args.server_gc_threshold or 'default'}; load "
+        f"average {load_start:.2f} at start, {load1():.2f} at end",
         "",
         "| code | sockets per node | pushes | checkout -> last socket ms, median / max | "
         "-> median socket ms (median push) | checkout request ms | node CPU ms per push A / "
@@ -412,6 +419,12 @@ def main() -> int:
     parser.add_argument("--pushes", type=int, default=10, help="pushes per step")
     parser.add_argument("--clients", type=int, default=4, help="client processes (even)")
     parser.add_argument("--before", metavar="REV", help="also measure this git revision")
+    parser.add_argument(
+        "--server-gc-threshold",
+        metavar="G0,G1,G2",
+        help="gc.set_threshold in the servers (bench/_diag/sitecustomize.py), to see the "
+        "pushes without the full-GC pauses of a large heap; default: Python's",
+    )
     args = parser.parse_args()
 
     def terminate(signum, frame) -> None:
