@@ -74,6 +74,7 @@ async def client_main() -> None:
     """A child process holding shopper sockets, reading every message (JSON lines on
     stdin/stdout: open, arrivals, close)."""
     from websockets.asyncio.client import connect
+    from websockets.protocol import State
 
     raise_nofile()
     loop = asyncio.get_running_loop()
@@ -126,7 +127,8 @@ async def client_main() -> None:
             await asyncio.gather(*(gated(key, port) for key, port in cmd["sessions"]))
             reply = {"open": len(sockets), "errors": dict(errors)}
         elif cmd["op"] == "arrivals":
-            reply = {"times": arrivals.get(cmd["item"], []), "open": len(sockets)}
+            still_open = sum(ws.state is State.OPEN for ws in sockets)
+            reply = {"times": arrivals.get(cmd["item"], []), "open": still_open}
         elif cmd["op"] == "close":
             for ws in sockets:
                 ws.transport.abort()
