@@ -196,7 +196,7 @@ class StepResult:
 PUSH_SETUP = """
 import json
 from shop.models import Item
-ids = list(Item.objects.filter(product__released=True, stock__gte=10)
+ids = list(Item.objects.filter(product__released=True)
            .exclude(pk__in={exclude!r}).order_by("pk").values_list("pk", flat=True)[:{n}])
 Item.objects.filter(pk__in=ids).update(stock=11)
 print(json.dumps(ids))
@@ -227,7 +227,12 @@ async def run_code(code: Path, args: argparse.Namespace, base: Path) -> list[Ste
         database = prepare_database(base / "db.sqlite3")
         made = create_sessions(server_env(base, database), 2 * max(steps), 1, base / "s.json")
         env = server_env(base, database)
-        setup = PUSH_SETUP.format(exclude=made["probe_items"], n=args.pushes)
+        # Items at stock 11 (high), a set for each step, made before the nodes start (an
+        # update, not a save: nothing to push yet); bought one unit each, they go medium.
+        setup = PUSH_SETUP.format(exclude=made["probe_items"], n=args.pushes * len(steps))
+        items = json.loads(manage("shell", "-c", setup, env=env).stdout.splitlines()[-1])
+        if len(items) < args.pushes * len(steps):
+            raise RuntimeError(f"only {len(items)} items to push with")
         redis = RedisServer().start()
         stack.callback(redis.kill)
         nodes: dict[str, DaphneServer] = {}
@@ -285,15 +290,9 @@ async def run_code(code: Path, args: argparse.Namespace, base: Path) -> list[Ste
                 await asyncio.sleep(IDLE_SECONDS)
                 for n, s in nodes.items():
                     step.idle_cores[n] = (cpu_seconds(s.process.pid) - idle0[n]) / IDLE_SECONDS
-                # Items at stock 11 (high) again: bought one unit each, they go to medium.
-                # (An update, not a save: no push; the pages' levels are not what is measured.)
-                output = await asyncio.to_thread(manage, "shell", "-c", setup, env=env)
-                items = json.loads(output.stdout.strip().splitlines()[-1])
-                if len(items) < args.pushes:
-                    raise RuntimeError(f"only {len(items)} items to push with")
                 cpu0 = {n: cpu_seconds(s.process.pid) for n, s in nodes.items()}
                 started, window_start = time.monotonic(), time.time()
-                for item in items:
+                for item in items[: args.pushes]:
                     step.pushes.append(await push(item, buyer, buyer_tab, clients))
                     if step.pushes[-1].failed:
                         say(f"    a push failed ({step.pushes[-1].failed}): the step stops")
@@ -302,6 +301,7 @@ async def run_code(code: Path, args: argparse.Namespace, base: Path) -> list[Ste
                 for n, s in nodes.items():
                     used = cpu_seconds(s.process.pid) - cpu0[n] - step.idle_cores[n] * elapsed
                     step.cpu_ms[n] = used / len(step.pushes) * 1000
+                items = items[args.pushes :]
                 step.load = load1()
                 await asyncio.sleep(1.5)  # the diagnostics file is rewritten every second
                 for name in nodes:

@@ -86,9 +86,9 @@ class StockFeed:
     """The stock levels this node's pages show, pushed to them whenever they change.
 
     `changed` (a node bus message) marks items stale and `resync` (after a resubscription)
-    all of them; one read at a time, in the database thread, picks them up, and every level
-    that differs from the one last pushed is delivered to the stock topic and to the
-    listeners (the staff dashboard hub)."""
+    all of them; one read at a time, in the database thread, picks them up, and their levels
+    are delivered to the stock topic and to the listeners (the staff dashboard hub); see
+    `_apply` for which."""
 
     def __init__(self, fanout: LocalFanout) -> None:
         self.fanout = fanout
@@ -139,9 +139,13 @@ class StockFeed:
                 self._all_stale = True
                 await asyncio.sleep(STOCK_READ_RETRY_SECONDS)
                 continue
-            self._apply(fresh, fresh.keys() if wanted is None else wanted)
+            self._apply(fresh, fresh.keys() if wanted is None else wanted, all_read=wanted is None)
 
-    def _apply(self, fresh: Levels, item_ids: Iterable[int]) -> None:
+    def _apply(self, fresh: Levels, item_ids: Iterable[int], *, all_read: bool) -> None:
+        """Push the levels read. An item some node said changed is pushed as it is now,
+        even if that is what this node pushed last (its stock may have been changed
+        without a push since, say by a bulk update: a page rendered meanwhile shows that);
+        after a full re-read only the levels that differ from the last pushed ones are."""
         for item_id in sorted(item_ids):
             now = fresh.get(item_id)
             before = self.levels.pop(item_id, None)
@@ -149,14 +153,14 @@ class StockFeed:
                 self._frame = None
                 continue
             self.levels[item_id] = now
-            if before == now:
+            if before != now:
+                self._frame = None
+            if all_read and before is not None and before[0] == now[0]:
                 continue
-            self._frame = None
-            if before is None or before[0] != now[0]:
-                frame = json.dumps({"type": "stock", "item_id": item_id, "level": now[0]})
-                self.fanout.deliver(STOCK_TOPIC, frame)
-                for listener in tuple(self.listeners):
-                    listener(item_id)
+            frame = json.dumps({"type": "stock", "item_id": item_id, "level": now[0]})
+            self.fanout.deliver(STOCK_TOPIC, frame)
+            for listener in tuple(self.listeners):
+                listener(item_id)
 
 
 @dataclass(frozen=True)

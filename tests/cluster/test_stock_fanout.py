@@ -111,12 +111,12 @@ async def test_changes_made_elsewhere_reach_each_page_of_both_nodes_in_order(
         await tab.drain(0.5)
     for tab in tabs:
         seen = [level for item_id, level in tab.stock if item_id == item]
-        # Each node reads the level after each message, so changes that follow each other
-        # fast may be seen as one; never out of order, never twice in a row, ending on the
-        # last one.
-        assert is_subsequence(seen, committed), (seen, committed)
+        # Each node reads the level when it hears of a change, so changes that follow each
+        # other fast may be seen as the later one (once or twice); never out of order, and
+        # ending on the last one.
+        distinct = [level for index, level in enumerate(seen) if seen[index - 1 : index] != [level]]
+        assert is_subsequence(distinct, committed), (seen, committed)
         assert seen[-1] == "low"
-        assert all(x != y for x, y in zip(seen, seen[1:], strict=False)), seen
 
 
 def is_subsequence(seen: list[str], sequence: list[str]) -> bool:
