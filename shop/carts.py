@@ -224,7 +224,10 @@ def _locked_cart(cart_id: str, owner: int | None, *, create: bool = False) -> Ca
     pk = parse_cart_id(cart_id)
     if pk is None:
         raise CartError("no_cart", "This is not a cart id.")
-    cart = Cart.objects.select_for_update().filter(pk=pk).first()
+    try:  # (get(), not first(): no ORDER BY by Cart's default ordering to compile and run)
+        cart: Cart | None = Cart.objects.select_for_update().get(pk=pk)
+    except Cart.DoesNotExist:
+        cart = None
     if cart is None and create:
         try:
             with transaction.atomic():  # a savepoint: a concurrent first change may win
@@ -243,6 +246,16 @@ def _bump_revision(cart: Cart) -> None:
     Cart.objects.filter(pk=cart.pk).update(revision=F("revision") + 1, updated_at=now)
     cart.revision += 1
     cart.updated_at = now
+
+
+def _item(item_id: int) -> Item | None:
+    """The item with its product, if it exists."""
+    if not 0 < item_id <= MAX_ITEM_ID:
+        return None
+    try:
+        return Item.objects.select_related("product").get(pk=item_id)
+    except Item.DoesNotExist:
+        return None
 
 
 def _out_of_stock(item: Item, in_cart: int) -> CartError:
@@ -268,10 +281,8 @@ def add_item(cart_id: str, item_id: int, owner: int | None = None) -> CartSnapsh
         line = next((line for line in lines if line.item_id == item_id), None)
         if line is not None:
             item = line.item
-        elif 0 < item_id <= MAX_ITEM_ID:
-            item = Item.objects.select_related("product").filter(pk=item_id).first()
         else:
-            item = None
+            item = _item(item_id)
         if item is None or not item.product.released:
             raise CartError("not_found", f"There is no item {item_id} for sale.")
         in_cart = line.quantity if line else 0
