@@ -16,7 +16,7 @@ from asgiref.typing import ASGIReceiveCallable, ASGISendCallable
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from shop.broadcast import STOCK_GROUP
+from shop.broadcast import local_node
 from shop.login_state import LOGIN_CHANGED_CLOSE_CODE, session_group
 from tracker.process import ShuttingDown
 
@@ -94,15 +94,15 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # ch
         except ShuttingDown:
             await self.close()  # refused at the handshake: the page retries (another node)
             return
-        # Stock events go through the same queue as the hub's messages, so everything
-        # reaches the client in the order it happened here.
-        await self.channel_layer.group_add(STOCK_GROUP, self.channel_name)
+        # Stock level changes reach the hub from this node's stock feed and go through the
+        # same queue as its other messages, so everything reaches the client in the order it
+        # happened here.
+        (await local_node()).stock.listeners.add(self.hub.stock_changed)
         # A logout of the session closes it (shop.login_state); joined before the session
         # is read again, so a logout in between is not missed.
         await self.channel_layer.group_add(session_group(self.session_key), self.channel_name)
         user = await database_sync_to_async(staff_user_of_session)(self.session_key, self.user_id)
         if user is None:
-            await self.channel_layer.group_discard(STOCK_GROUP, self.channel_name)
             await self.channel_layer.group_discard(
                 session_group(self.session_key), self.channel_name
             )
@@ -125,7 +125,6 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # ch
 
     async def disconnect(self, code: int) -> None:
         self.leave_hub()
-        await self.channel_layer.group_discard(STOCK_GROUP, self.channel_name)
         await self.channel_layer.group_discard(session_group(self.session_key), self.channel_name)
 
     async def receive(
@@ -136,9 +135,6 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # ch
     async def login_changed(self, event: dict[str, Any]) -> None:
         """Its session logged out (or in again): the page reloads."""
         await self.close(code=LOGIN_CHANGED_CLOSE_CODE)
-
-    async def stock_changed(self, event: dict[str, Any]) -> None:
-        self.queue.put_nowait({"type": "stock", "item_id": str(event["item_id"])})
 
     async def _pump(self) -> None:
         try:

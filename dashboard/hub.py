@@ -12,7 +12,9 @@ Messages put on a subscriber's queue:
 - `{"type": "snapshot", "stats": {...}, "history": [[t, shoppers, pages], ...],
   "replicas": {replica_id: "up" | "down"}, "node": replica_id | None, "t": now}`, first;
 - `{"type": "diff", "stats": {...}, "t": now}` then, with `"replicas"` (the whole map)
-  when it changed; `stats` holds only what changed (see `dashboard.aggregates`).
+  when it changed; `stats` holds only what changed (see `dashboard.aggregates`);
+- `{"type": "stock", "item_id": "<id>"}` when an item's stock level changed (from the
+  shop's stock feed, `stock_changed`), in order with the diffs.
 
 `t` and history times are server unix seconds; `history` covers `HISTORY_SECONDS`.
 """
@@ -112,6 +114,13 @@ class DashboardHub:
         if joins or leaves:
             self.aggregator.apply(joins, leaves)
             self._schedule()
+
+    def stock_changed(self, item_id: int) -> None:
+        """The shop's stock feed: an item's stock level changed. Its staff message (with the
+        item's stock, read when it is sent) follows whatever was queued before."""
+        message: Message = {"type": "stock", "item_id": str(item_id)}
+        for queue in self._subscribers:
+            queue.put_nowait(message)
 
     def set_replicas(self, replicas: dict[str, str]) -> None:
         """The tracker's replicas and their status, sent in the next diff if they changed."""

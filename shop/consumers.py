@@ -14,7 +14,8 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from shop import carts, identity, open_tabs, socket_limits
-from shop.broadcast import STOCK_GROUP, cart_group, publish_cart
+from shop.broadcast import STOCK_TOPIC, cart_group, local_node, publish_cart
+from shop.fanout import LocalFanout
 from shop.login_state import LOGIN_CHANGED_CLOSE_CODE
 from shop.metrics import OPEN_SHOPPER_SOCKETS
 from shop.pages import page_bucket
@@ -59,6 +60,11 @@ def clean_page(query_string: bytes) -> str:
     if page.startswith("/") and len(page) <= MAX_PAGE_LENGTH and page.isprintable():
         return page
     return "/"
+
+
+def wants_levels(query_string: bytes) -> bool:
+    """Whether the page asks for the current stock levels (`levels=1`) on connecting."""
+    return parse_qs(query_string.decode("latin-1")).get("levels") == ["1"]
 
 
 class RateLimiter:
@@ -116,9 +122,10 @@ class ShoppingCartConsumer(AsyncJsonWebsocketConsumer):
     and session (shop.identity).
 
     Every state of the cart reaches the client through `send_cart`; the connection is in its
-    cart's group (changes from other tabs), in the stock group (stock level pushes) and in
-    its login state's group (closed when that state ends: shop.login_state). While open it
-    is tracked on topic `carts` under its cart id, its meta following the cart.
+    cart's group (changes from other tabs) and its login state's group (closed when that
+    state ends: shop.login_state), and in this node's stock topic (shop.broadcast: stock
+    level pushes, written to the socket by the node's fan-out hub). While open it is tracked
+    on topic `carts` under its cart id, its meta following the cart.
     """
 
     cart_id: str | None = None
@@ -131,6 +138,9 @@ class ShoppingCartConsumer(AsyncJsonWebsocketConsumer):
     tracker: Tracker | None = None  # set while this connection is tracked
     expected_revision: int = -1  # the newest revision of this cart the tracker has shown
     counted: bool = False  # in OPEN_SHOPPER_SOCKETS
+    fanout: LocalFanout | None = None  # set while in the node's stock topic
+    username: str | None = None  # a logged-in shopper's
+    rate_limiter: RateLimiter | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         """Run the connection; however it ends, its page leaves the tracker.
@@ -148,11 +158,14 @@ class ShoppingCartConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         self.page = clean_page(self.scope.get("query_string", b""))
-        self.rate_limiter = RateLimiter()
         await self.accept()
         OPEN_SHOPPER_SOCKETS.inc()
         self.counted = True
-        shopper = await database_sync_to_async(identity.socket_shopper)(self.scope)
+        cookies = self.scope.get("cookies", {})
+        if identity.needs_session(cookies):
+            shopper, self.username = await database_sync_to_async(identity.socket_shopper)(cookies)
+        else:  # a cart cookie alone: nothing to read
+            shopper, self.username = identity.socket_shopper(cookies)
         if shopper is None:
             await self.send_error("no_cart", "No cart in this session. Open the shop page first.")
             await self.close(code=NO_CART_CLOSE_CODE)
@@ -169,13 +182,17 @@ class ShoppingCartConsumer(AsyncJsonWebsocketConsumer):
         self.shopper, self.cart_id = shopper, shopper.cart_id
         # Join before reading, so that neither a change of the cart nor the end of the login
         # state between the read and the join is missed.
-        await self.join(cart_group(shopper.cart_id), *shopper.groups)
+        await self.join(*dict.fromkeys([cart_group(shopper.cart_id), *shopper.groups]))
         cart, self.page = await database_sync_to_async(_handshake)(shopper, self.page)
         if cart is None:  # its session is gone, or its cart now belongs to another login
             await self.close(code=LOGIN_CHANGED_CLOSE_CODE)
             return
-        await self.join(STOCK_GROUP)
+        node = await local_node()
         await self.send_cart(cart)
+        query = self.scope.get("query_string", b"")
+        levels = node.stock.levels_frame() if wants_levels(query) else None
+        node.fanout.join(STOCK_TOPIC, self.base_send, levels)
+        self.fanout = node.fanout
         await self.start_tracking()
 
     async def join(self, *groups: str) -> None:
@@ -195,15 +212,16 @@ class ShoppingCartConsumer(AsyncJsonWebsocketConsumer):
         except ShuttingDown:
             await self.close(code=SHUTTING_DOWN_CLOSE_CODE)
             return
+        if self.cart_id is None or self.cart is None:
+            return  # (connect tracks only a page that has its cart)
         self.joined_at = time.time()
-        await tracker.track(self.channel_name, CARTS_TOPIC, self.cart_id, self.presence_meta())
+        meta = self.presence_meta(self.cart)
+        await tracker.track(self.channel_name, CARTS_TOPIC, self.cart_id, meta)
         self.tracker = tracker
         open_tabs.open_tabs(tracker).add(self)
 
-    def presence_meta(self) -> dict[str, Any]:
-        user = self.scope.get("user")
-        username = user.get_username() if user is not None and user.is_authenticated else None
-        return cart_meta(self.cart, page=self.page, user=username, joined_at=self.joined_at)
+    def presence_meta(self, cart: carts.CartSnapshot) -> dict[str, Any]:
+        return cart_meta(cart, page=self.page, user=self.username, joined_at=self.joined_at)
 
     async def leave(self) -> None:
         """Stop counting and tracking this page (once; no I/O, so it also runs while the
@@ -213,10 +231,13 @@ class ShoppingCartConsumer(AsyncJsonWebsocketConsumer):
             self.counted = False
         socket_limits.COUNTS.release(self.limit_keys)
         self.limit_keys = ()
+        fanout, self.fanout = self.fanout, None
+        if fanout is not None:
+            fanout.leave(STOCK_TOPIC, self.base_send)
         tracker, self.tracker = self.tracker, None
         if tracker is not None:
             open_tabs.open_tabs(tracker).discard(self)
-            if tracker.running:
+            if tracker.running and self.cart_id is not None:
                 await tracker.untrack(self.channel_name, CARTS_TOPIC, self.cart_id)
 
     async def disconnect(self, code: int) -> None:
@@ -235,9 +256,9 @@ class ShoppingCartConsumer(AsyncJsonWebsocketConsumer):
         self.cart_revision = cart["revision"]
         self.cart = cart
         await self.send_json({"type": "cart", "cart": carts.wire_cart(cart)})
-        if self.tracker is not None and self.tracker.running:
+        if self.tracker is not None and self.tracker.running and self.cart_id is not None:
             await self.tracker.update(
-                self.channel_name, CARTS_TOPIC, self.cart_id, self.presence_meta()
+                self.channel_name, CARTS_TOPIC, self.cart_id, self.presence_meta(cart)
             )
 
     async def receive(
@@ -247,6 +268,8 @@ class ShoppingCartConsumer(AsyncJsonWebsocketConsumer):
         that come before parsing: the rate, binary frames (channels would raise on those,
         and on an empty text frame), the size. A BadMessage is answered with its error."""
         try:
+            if self.rate_limiter is None:  # made with the first message: most sockets send none
+                self.rate_limiter = RateLimiter()
             if not self.rate_limiter.allow(time.monotonic()):
                 raise BadMessage("rate_limited", f"More than {RATE_LIMIT} messages a second.")
             if text_data is None:
@@ -335,9 +358,6 @@ class ShoppingCartConsumer(AsyncJsonWebsocketConsumer):
         await self.send_cart(event["cart"])
 
     async def login_changed(self, event: dict[str, Any]) -> None:
+        if event.get("anonymous") and self.shopper is not None and self.shopper.session_key:
+            return  # the anonymous tabs of this cart ended, and this one is logged in
         await self.close(code=LOGIN_CHANGED_CLOSE_CODE)
-
-    async def stock_changed(self, event: dict[str, Any]) -> None:
-        await self.send_json(
-            {"type": "stock", "item_id": event["item_id"], "level": event["level"]}
-        )

@@ -24,6 +24,7 @@ from importlib import import_module
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user
 from django.core import signing
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
@@ -83,16 +84,29 @@ class Shopper:
         return self.groups[0]
 
 
-def socket_shopper(scope: dict[str, Any]) -> Shopper | None:
-    """The shopper of a socket's handshake (session, user and cookies from the middleware),
-    or None if it names no cart. Blocking: it may load the session."""
-    user, session = scope.get("user"), scope.get("session")
-    if user is not None and user.is_authenticated:
-        assert session is not None  # a login lives in its session (AuthMiddlewareStack)
-        cart_id = session_cart_id(session)
-        return Shopper(cart_id, user.pk, session.session_key) if cart_id else None
-    cart_id = _anonymous_cart_id(scope.get("cookies", {}), session)
-    return Shopper(cart_id, None, None) if cart_id else None
+def needs_session(cookies: dict[str, str]) -> bool:
+    """Whether finding a socket's shopper reads the database: only a session cookie does."""
+    return bool(cookies.get(settings.SESSION_COOKIE_NAME))
+
+
+def socket_shopper(cookies: dict[str, str]) -> tuple[Shopper | None, str | None]:
+    """The shopper of a socket's handshake cookies (None if they name no cart) and its
+    username if logged in. Blocking when a session cookie was sent (`needs_session`): the
+    session is read once, and its user if it names one (as Django's auth middleware would;
+    a session whose user changed their password is ended)."""
+    key = cookies.get(settings.SESSION_COOKIE_NAME)
+    session = import_module(settings.SESSION_ENGINE).SessionStore(key) if key else None
+    if session is not None:
+        request = HttpRequest()  # what the auth middleware would hand get_user
+        request.session = session
+        user = get_user(request)
+        if user.is_authenticated:
+            cart_id = session_cart_id(session)
+            if cart_id is None:
+                return None, None
+            return Shopper(cart_id, user.pk, session.session_key), user.get_username()
+    cart_id = _anonymous_cart_id(cookies, session)
+    return (Shopper(cart_id, None, None) if cart_id else None), None
 
 
 def still_logged_in(shopper: Shopper) -> bool:

@@ -2,7 +2,10 @@
 
 Every shopper and staff socket joins the channel-layer groups that name the login state it
 was opened under: the group of its session (`session_group`; a logged-in shopper's or a
-staff user's) and, for an anonymous shopper, the group of its cart (`anonymous_cart_group`).
+staff user's) and, for an anonymous shopper, the group of its cart (`anonymous_cart_group`:
+the cart's own group, which every tab of the cart is in anyway, so an anonymous socket costs
+one group_add, not two; the `login.changed` sent there says `"anonymous": true`, and a
+logged-in tab of that cart, should there be one, stays open).
 Login, logout and the re-linking of a cart end such a state: the request records the groups
 (`end_login_state`, called by the signal receivers in shop.signals) and
 `LoginStateMiddleware` sends `login.changed` to each of them once the request's session is
@@ -24,10 +27,13 @@ from channels.layers import get_channel_layer
 from django.http import HttpRequest, HttpResponse
 from django.utils.crypto import salted_hmac
 
+from shop.broadcast import CART_GROUP_PREFIX, cart_group
+
 # Close code of a socket whose login state ended (login, logout, cart re-linked, session
 # gone). The page reloads: the new page view and socket carry the new login state.
 LOGIN_CHANGED_CLOSE_CODE = 4002
 LOGIN_CHANGED_EVENT = {"type": "login.changed"}
+ANONYMOUS_LOGIN_CHANGED_EVENT = {"type": "login.changed", "anonymous": True}
 
 _DIGEST_SALT = "shop.login-state"
 _ENDED = "_ended_login_groups"
@@ -44,7 +50,7 @@ def session_group(session_key: str) -> str:
 
 
 def anonymous_cart_group(cart_id: str) -> str:
-    return f"shop.anon.{cart_id}"
+    return cart_group(cart_id)
 
 
 def end_login_state(request: HttpRequest, groups: Iterable[str]) -> None:
@@ -74,4 +80,7 @@ class LoginStateMiddleware:
 async def _send(groups: list[str]) -> None:
     layer = get_channel_layer()
     for group in groups:
-        await layer.group_send(group, LOGIN_CHANGED_EVENT)
+        anonymous = group.startswith(CART_GROUP_PREFIX)
+        await layer.group_send(
+            group, ANONYMOUS_LOGIN_CHANGED_EVENT if anonymous else LOGIN_CHANGED_EVENT
+        )

@@ -39,7 +39,7 @@ from redis.exceptions import RedisError
 
 from dashboard.metrics import OPEN_STAFF_SOCKETS, STAFF_MESSAGES_SENT
 from shop.gc_tuning import GCCollector
-from shop.metrics import OPEN_SHOPPER_SOCKETS
+from shop.metrics import FANOUT_FRAMES, OPEN_SHOPPER_SOCKETS
 from shop.presence import CARTS_TOPIC
 from tracker import Tracker, TransportUnavailable
 from tracker.metrics import TrackerCollector
@@ -54,7 +54,7 @@ REDIS_PING_TIMEOUT = 0.5
 
 REGISTRY = CollectorRegistry()
 REGISTRY.register(TrackerCollector(running_tracker, topics=[CARTS_TOPIC]))
-for metric in (OPEN_SHOPPER_SOCKETS, OPEN_STAFF_SOCKETS, STAFF_MESSAGES_SENT):
+for metric in (OPEN_SHOPPER_SOCKETS, OPEN_STAFF_SOCKETS, STAFF_MESSAGES_SENT, FANOUT_FRAMES):
     REGISTRY.register(metric)
 # Memory and open file descriptors per node; read from /proc, which does not block.
 ProcessCollector(registry=REGISTRY)

@@ -263,8 +263,11 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several daphne processes may share one SQLite file: wait for locks instead of failing,
-    # and take the write lock at BEGIN so concurrent checkouts serialise cleanly.
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # and take the write lock at BEGIN so concurrent checkouts serialise cleanly. Connections
+    # are kept for good (one per thread: a server process reaches the database from its one
+    # sync thread): opening one costs more than most queries (the file, the PRAGMAs, Django's
+    # SQL functions), and in WAL mode an idle connection holds no lock.
+    DATABASES["default"]["CONN_MAX_AGE"] = None
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 20,
         "transaction_mode": "IMMEDIATE",

@@ -1,14 +1,16 @@
-"""Stock pushes for any saved Item (admin edits included); cart linking on login, and the end
-of the sockets of a login state on login and logout."""
+"""A page view's database connections closed at its end; stock pushes for any saved Item
+(admin edits included); the page buckets' released products forgotten when a product
+changes; cart linking on login, and the end of the sockets of a login state on login and
+logout."""
 
 import uuid
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth.signals import user_logged_in, user_logged_out
-from django.db import transaction
-from django.db.models.signals import post_save, pre_save
+from django.core.signals import request_finished
+from django.db import connections, transaction
+from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 from django.http import HttpRequest
 
@@ -22,7 +24,8 @@ from shop.carts import (
 )
 from shop.identity import cart_id_from_cookie
 from shop.login_state import anonymous_cart_group, end_login_state, session_group
-from shop.models import Item
+from shop.models import Item, Product
+from shop.pages import forget_released
 from shop.stock import stock_level
 
 
@@ -43,9 +46,25 @@ def push_stock_level(sender: type[Item], instance: Item, created: bool, **kwargs
     def push() -> None:
         stock = Item.objects.filter(pk=instance.pk).values_list("stock", flat=True).first()
         if stock is not None and stock_level(stock) != before:
-            async_to_sync(publish_stock)([StockChange(instance.pk, stock_level(stock).value)])
+            publish_stock([StockChange(instance.pk, stock_level(stock).value)])
 
     transaction.on_commit(push)
+
+
+@receiver(request_finished)
+def close_request_connections(sender: Any, **kwargs: Any) -> None:
+    """A page view's database connections end with it. Connections are kept for the sockets'
+    one thread (settings: CONN_MAX_AGE), but Django's ASGI handler runs each request in a
+    thread of its own, where a kept connection would never be used again and would stay
+    open until the garbage collector found it (an open file, or a PostgreSQL backend)."""
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:  # (a test's transaction wraps its requests)
+            connection.close()
+
+
+@receiver([post_save, post_delete], sender=Product)
+def forget_released_products(sender: type[Product], **kwargs: Any) -> None:
+    forget_released()  # shop.pages: a socket's page bucket reads them again
 
 
 @receiver(user_logged_in)

@@ -74,7 +74,7 @@ def checkout(request: HttpRequest) -> HttpResponse:
         else:
             # Every open tab of this cart empties; every storefront page sees the new levels.
             async_to_sync(publish_cart)(purchase.cart)
-            async_to_sync(publish_stock)(purchase.stock_changes)
+            publish_stock(purchase.stock_changes)
             units = "item" if purchase.quantity == 1 else "items"
             messages.success(
                 request, f"Thank you! Your order of {purchase.quantity} {units} is placed."

@@ -130,6 +130,8 @@ class DaphneServer:
     in its var_dir. redis_url: join a cluster through Redis
     (channel layer and tracker); without it the server runs the embedded single-node default.
     env: extra environment variables (e.g. TRACKER_NODE_NAME, DASHBOARD_DIFF_INTERVAL).
+    code: the checkout whose site it serves (benchmarks compare an earlier revision's; the
+    same database schema and installed packages).
     """
 
     def __init__(
@@ -140,7 +142,9 @@ class DaphneServer:
         env: Mapping[str, str] | None = None,
         port: int | None = None,
         var_dir: Path | None = None,
+        code: Path = ROOT,
     ) -> None:
+        self.code = code
         self.var_dir = Path(var_dir or tempfile.mkdtemp(prefix="daphne-test-"))
         self.var_dir.mkdir(parents=True, exist_ok=True)
         self.database = database or prepare_database(self.var_dir / "db.sqlite3")
@@ -178,7 +182,7 @@ class DaphneServer:
                     str(self.port),
                     "shop.asgi:application",
                 ],
-                cwd=ROOT,
+                cwd=self.code,
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -77,19 +77,26 @@ class Visitor:
         """Ids of the sizes on the storefront page with the given stock level."""
         return [int(i) for i, lvl in ITEM_BUTTON.findall(self.get("/")) if lvl == level]
 
-    async def open_tab(self, node: Node, page: str, within: float = 10) -> Tab:
+    async def open_tab(
+        self, node: Node, page: str, within: float = 10, *, levels: bool = False
+    ) -> Tab:
         """A shopper page on `node`: the socket, once its first `cart` message arrived
-        (handshake and cart each within `within` s; the socket is closed if either fails)."""
+        (handshake and cart each within `within` s; the socket is closed if either fails).
+        `levels`: ask for the current stock levels, as the page's script does (they arrive
+        next, and are taken too)."""
         if self.cookie("cart") is None and self.cookie("sessionid") is None:
             raise AssertionError("no cart yet: GET a storefront page first")
+        query = f"page={urllib.parse.quote(page)}" + ("&levels=1" if levels else "")
         ws = await connect(
-            f"{node.ws_url}/ws/cart/?page={urllib.parse.quote(page)}",
+            f"{node.ws_url}/ws/cart/?{query}",
             additional_headers={"Cookie": self.cookie_header, "Origin": node.url},
             open_timeout=within,
         )
         tab = Tab(ws, page)
         try:
             await tab.wait_cart(within)
+            if levels and (await tab._take(within))["type"] != "stock_levels":
+                raise AssertionError("no stock levels after the cart")
         except BaseException:
             await tab.abort()
             raise
@@ -211,6 +218,8 @@ class Tab(_Reader):
         self.page = page
         self.cart: dict[str, Any] | None = None
         self.arrived = 0.0  # perf_counter when the last message taken arrived
+        self.levels: dict[int, str] = {}  # stock levels as this page shows them
+        self.stock: list[tuple[int, str]] = []  # every `stock` message, in order
 
     @property
     def cart_id(self) -> str:
@@ -226,12 +235,23 @@ class Tab(_Reader):
         self.arrived, message = await self.next(within)
         if message["type"] == "cart":
             self.cart = message["cart"]
+        elif message["type"] == "stock_levels":
+            self.levels.update({int(k): level for k, level in message["levels"].items()})
+        elif message["type"] == "stock":
+            self.levels[message["item_id"]] = message["level"]
+            self.stock.append((message["item_id"], message["level"]))
         return message
 
     async def wait_cart(self, within: float = 10) -> None:
         message = await self._take(within)
         if message["type"] != "cart":
             raise AssertionError(f"expected the cart first, got {message}")
+
+    async def until_level(self, item_id: int, level: str, within: float = 5) -> None:
+        """Take messages until this page shows `level` for the item."""
+        deadline = time.monotonic() + within
+        while self.levels.get(item_id) != level:
+            await self._take(max(0.0, deadline - time.monotonic()))
 
     async def until_items(self, items: dict[str, int], within: float = 5) -> None:
         """Take messages until this page's cart holds `items` (a change from another tab)."""

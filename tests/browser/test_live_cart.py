@@ -3,7 +3,7 @@
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.daphne_server import DaphneServer
+from tests.daphne_server import DaphneServer, manage
 
 
 def wait_connected(page: Page) -> None:
@@ -43,3 +43,37 @@ def test_adding_in_one_tab_updates_the_cart_count_in_the_other(
         expect(first.locator("#cart-count")).to_have_text("0")
     finally:
         context.close()
+
+
+@pytest.mark.browser
+def test_a_page_whose_socket_was_down_shows_the_stock_levels_it_missed(browser: Browser) -> None:
+    """The server goes away, a size sells out meanwhile (nobody is told), the server comes
+    back: the page's script reconnects, asks for the current levels, and shows it sold out."""
+    with DaphneServer() as server:
+        context = browser.new_context()
+        try:
+            page = context.new_page()
+            page.goto(f"{server.url}/")
+            wait_connected(page)
+            size = page.locator(".size:not([disabled])").first
+            item_id = size.get_attribute("data-item-id")
+            button = page.locator(f'.size[data-item-id="{item_id}"]').first
+            assert button.get_attribute("data-level") != "out"
+
+            server.stop()
+            expect(page.locator("#cart-widget")).to_have_attribute("data-connected", "false")
+            manage(
+                "shell",
+                "-c",
+                f"from shop.models import Item; Item.objects.filter(pk={item_id}).update(stock=0)",
+                env=server.env,
+            )
+            server.start()
+            # The script retries with a backoff that has grown to several seconds by now.
+            expect(page.locator("#cart-widget")).to_have_attribute(
+                "data-connected", "true", timeout=30_000
+            )
+            expect(button).to_have_attribute("data-level", "out")
+            expect(button).to_be_disabled()
+        finally:
+            context.close()

@@ -21,6 +21,7 @@ import redis
 from tests.daphne_server import DaphneServer, prepare_database
 from tests.live_clients import Tab, Visitor
 from tests.redis_server import RedisServer
+from tests.tracker.conftest import eventually
 
 pytestmark = pytest.mark.cluster
 
@@ -58,10 +59,9 @@ async def test_two_hundred_sockets_closing_at_once_all_leave_their_groups(
 
     await asyncio.gather(*(tab.abort() for tab in tabs))  # all at once
 
-    deadline = asyncio.get_running_loop().time() + 30
-    while (
-        left := group_members(redis_server.url)
-    ) and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.2)
-    assert left == 0, f"{left} group memberships of closed sockets left in Redis"
+    def all_left() -> None:
+        left = group_members(redis_server.url)
+        assert left == 0, f"{left} group memberships of closed sockets left in Redis"
+
+    await eventually(all_left, timeout=30, interval=0.2)
     assert "Too many connections" not in node.logs(2000)

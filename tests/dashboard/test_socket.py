@@ -13,8 +13,6 @@ from django.test import Client
 
 from dashboard import consumers
 from dashboard.tokens import MAX_AGE, SALT, issue_token
-from shop.broadcast import publish_stock
-from shop.carts import StockChange
 from shop.login_state import LOGIN_CHANGED_CLOSE_CODE, session_digest
 from shop.models import Item, Product
 
@@ -206,9 +204,14 @@ async def test_a_missing_item_is_left_out_of_the_catalogue(hub, staff):
 
 
 async def test_stock_level_changes_are_forwarded_with_the_exact_stock(hub, staff):
-    item = await database_sync_to_async(make_item)(stock=2)
+    item = await database_sync_to_async(make_item)(stock=7)
     communicator, _ = await connected_staff(staff)
-    await publish_stock([StockChange(item.pk, "low")])
+
+    def sell_five() -> None:  # medium -> low: the shop pushes the new level
+        item.stock = 2
+        item.save()
+
+    await database_sync_to_async(sell_five)()
     message = await communicator.receive_json_from()
     assert message == {
         "type": "stock",

@@ -7,15 +7,22 @@ import json
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.sessions.models import Session
 from django.test import Client
 
+from shop.broadcast import cart_group
 from shop.carts import CART_SESSION_KEY
 from shop.consumers import NO_CART_CLOSE_CODE
 from shop.identity import cart_cookie_value
-from shop.login_state import LOGIN_CHANGED_CLOSE_CODE
+from shop.login_state import (
+    ANONYMOUS_LOGIN_CHANGED_EVENT,
+    LOGIN_CHANGED_CLOSE_CODE,
+    LOGIN_CHANGED_EVENT,
+    session_group,
+)
 from shop.models import Cart, CartItem
 from tests.shop.conftest import cart_cookie, cart_state, communicator, session_with_cart
 
@@ -161,3 +168,31 @@ async def test_login_that_reopens_the_users_cart_closes_the_anonymous_tabs(catal
 
 def cookie_header(client: Client) -> str:
     return "; ".join(f"{name}={morsel.value}" for name, morsel in client.cookies.items())
+
+
+async def test_an_anonymous_socket_joins_one_channel_layer_group(cart):
+    """Its login state's group is its cart's: one group_add per connect, not two."""
+    comm = communicator(cookie=cart_cookie(cart))
+    await opened(comm)
+    layer = get_channel_layer()
+    joined = [group for group, members in layer.groups.items() if members]
+    assert joined == [cart_group(str(cart.id))]
+    await comm.disconnect()
+
+
+async def test_the_end_of_an_anonymous_login_state_spares_a_logged_in_tab_of_the_cart(
+    catalogue, victim
+):
+    """An anonymous cart's login state ends in its cart's group; a logged-in tab of that
+    cart (a cart its user took over) hears it too, and stays open: only its session's end
+    closes it."""
+    client = await browser({})
+    await log_in(client)
+    key = client.cookies[settings.SESSION_COOKIE_NAME].value
+    tab = communicator(key)
+    first = await opened(tab)
+    layer = get_channel_layer()
+    await layer.group_send(cart_group(first["cart"]["id"]), ANONYMOUS_LOGIN_CHANGED_EVENT)
+    assert await tab.receive_nothing(timeout=0.3)
+    await layer.group_send(session_group(key), LOGIN_CHANGED_EVENT)
+    assert await tab.receive_output(timeout=3) == CLOSED

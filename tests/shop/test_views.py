@@ -8,6 +8,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.sessions.models import Session
+from django.db import connection
 from django.utils import timezone
 
 from shop import carts
@@ -185,3 +186,12 @@ def test_admin_pages_for_the_catalogue(admin_client, catalogue):
         f"/admin/shop/product/{catalogue['plenty'].product_id}/change/",
     ]:
         assert admin_client.get(url).status_code == 200, url
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_page_view_closes_its_database_connection(client):
+    """Connections are kept for the sockets' one thread; under ASGI every page view runs in
+    a thread of its own, so one it kept would never be used again (only closed by the
+    garbage collector, an open file or a PostgreSQL backend until then)."""
+    assert client.get("/").status_code == 200
+    assert connection.connection is None

@@ -126,6 +126,9 @@ function onMessage(event) {
     case "stock":
       renderStock(message.item_id, message.level);
       break;
+    case "stock_levels":
+      for (const [itemId, level] of Object.entries(message.levels)) renderStock(itemId, level);
+      break;
     case "ok":
       settle(message.request_id);
       setStatus("Cart updated.");
@@ -141,7 +144,9 @@ function onMessage(event) {
 function connect() {
   const scheme = window.location.protocol === "https:" ? "wss" : "ws";
   const page = encodeURIComponent(window.location.pathname);
-  socket = new WebSocket(`${scheme}://${window.location.host}${widget.dataset.socketPath}?page=${page}`);
+  // levels=1: the current stock levels first, then every change: whatever changed since this
+  // page was rendered, or while the socket was down, is caught up.
+  socket = new WebSocket(`${scheme}://${window.location.host}${widget.dataset.socketPath}?page=${page}&levels=1`);
   widget.dataset.connected = "false";
   socket.addEventListener("open", () => {
     retryDelay = 500;
