@@ -20,6 +20,7 @@ from shop.login_state import LOGIN_CHANGED_CLOSE_CODE
 from shop.metrics import OPEN_SHOPPER_SOCKETS
 from shop.pages import page_bucket
 from shop.presence import CARTS_TOPIC, cart_meta
+from shop.product_feed import ProductFeed, product_feed
 from tracker import Tracker, TransportUnavailable
 from tracker.process import ShuttingDown, process_tracker
 
@@ -139,6 +140,7 @@ class ShoppingCartConsumer(AsyncJsonWebsocketConsumer):
     expected_revision: int = -1  # the newest revision of this cart the tracker has shown
     counted: bool = False  # in OPEN_SHOPPER_SOCKETS
     fanout: LocalFanout | None = None  # set while in the node's stock topic
+    watching: tuple[ProductFeed, str] | None = None  # the product feed and product followed
     username: str | None = None  # a logged-in shopper's
     rate_limiter: RateLimiter | None = None
 
@@ -219,6 +221,10 @@ class ShoppingCartConsumer(AsyncJsonWebsocketConsumer):
         await tracker.track(self.channel_name, CARTS_TOPIC, self.cart_id, meta)
         self.tracker = tracker
         open_tabs.open_tabs(tracker).add(self)
+        feed = await product_feed()
+        slug = feed.watch(self.page, self.base_send)
+        if slug is not None:  # a product page: its shoppers' numbers follow (shop.product_feed)
+            self.watching = (feed, slug)
 
     def presence_meta(self, cart: carts.CartSnapshot) -> dict[str, Any]:
         return cart_meta(cart, page=self.page, user=self.username, joined_at=self.joined_at)
@@ -234,6 +240,10 @@ class ShoppingCartConsumer(AsyncJsonWebsocketConsumer):
         fanout, self.fanout = self.fanout, None
         if fanout is not None:
             fanout.leave(STOCK_TOPIC, self.base_send)
+        watching, self.watching = self.watching, None
+        if watching is not None:
+            feed, slug = watching
+            feed.unwatch(slug, self.base_send)
         tracker, self.tracker = self.tracker, None
         if tracker is not None:
             open_tabs.open_tabs(tracker).discard(self)

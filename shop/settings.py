@@ -30,6 +30,8 @@ Environment:
                    cluster fault tests; raise down on a loaded cluster whose nodes miss
                    heartbeats.
   DASHBOARD_DIFF_INTERVAL  seconds between coalesced staff diffs (default 0.1).
+  PRODUCT_PRESENCE_INTERVAL  at most one "N viewing / in N carts" update per product page
+                   in this many seconds (default 1).
   METRICS          "on" (default) or "off": serve Prometheus metrics at /metrics. Off: 404.
   METRICS_ALLOWED_IPS  comma-separated client addresses or networks (CIDR) that may read
                    /metrics and the details of /healthz (default 127.0.0.1,::1); others get
@@ -349,6 +351,9 @@ TRACKER = {
 }
 
 DASHBOARD_DIFF_INTERVAL = _env_float("DASHBOARD_DIFF_INTERVAL", 0.1)
+# At most one product_presence message per product page in this many seconds
+# (shop/product_feed.py).
+PRODUCT_PRESENCE_INTERVAL = _env_seconds("PRODUCT_PRESENCE_INTERVAL") or 1.0
 
 # /metrics and /healthz (shop/observability.py).
 METRICS = _env_bool("METRICS", default=True)

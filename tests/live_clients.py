@@ -73,9 +73,9 @@ class Visitor:
 
     # -- shopper --------------------------------------------------------------------------
 
-    def item_ids(self, level: str = "high") -> list[int]:
-        """Ids of the sizes on the storefront page with the given stock level."""
-        return [int(i) for i, lvl in ITEM_BUTTON.findall(self.get("/")) if lvl == level]
+    def item_ids(self, level: str = "high", page: str = "/") -> list[int]:
+        """Ids of the sizes on a storefront page (the home page) with the given stock level."""
+        return [int(i) for i, lvl in ITEM_BUTTON.findall(self.get(page)) if lvl == level]
 
     async def open_tab(
         self, node: Node, page: str, within: float = 10, *, levels: bool = False

@@ -25,12 +25,15 @@ const panel = document.getElementById("cart-panel");
 const toggle = document.getElementById("cart-toggle");
 const statusEl = document.getElementById("cart-status");
 const checkoutEl = document.getElementById("checkout");
+const presenceEl = document.getElementById("product-presence"); // product pages only
 
 let socket = null;
 let buying = false;
 let retryDelay = 500;
 let nextRequestId = 1;
 const pending = new Map(); // request_id -> button waiting for the reply
+let ownItems = new Set(); // item ids (as strings) in this page's cart
+let presence = null; // the product's latest numbers (product_presence)
 
 function setStatus(text, isError = false) {
   statusEl.textContent = text;
@@ -77,6 +80,8 @@ function renderLine(line) {
 }
 
 function renderCart(cart) {
+  ownItems = new Set(cart.items.map((line) => String(line.item_id)));
+  if (presence) renderPresence(presence);
   countEl.textContent = cart.total_quantity;
   countEl.dataset.count = cart.total_quantity;
   linesEl.replaceChildren(...cart.items.map(renderLine));
@@ -93,6 +98,27 @@ function renderStock(itemId, level) {
     button.dataset.level = level;
     button.disabled = level === "out";
     button.querySelector(".size__level").textContent = level;
+  }
+}
+
+function plural(count, one, many) {
+  return `${count} ${count === 1 ? one : many}`;
+}
+
+// The numbers count this page's own cart too: show only the other shoppers, and nothing
+// while there are none (no "1 person viewing" about yourself).
+function renderPresence(message) {
+  presence = message;
+  if (!presenceEl || presenceEl.dataset.product !== message.product) return;
+  const others = message.viewers - 1;
+  presenceEl.textContent =
+    others > 0 ? `${plural(others, "other shopper is", "other shoppers are")} looking at this` : "";
+  presenceEl.hidden = others <= 0;
+  for (const button of document.querySelectorAll(".size[data-item-id]")) {
+    const itemId = button.dataset.itemId;
+    const carts = (message.in_carts[itemId] || 0) - (ownItems.has(itemId) ? 1 : 0);
+    button.querySelector(".size__carts").textContent =
+      carts > 0 ? `in ${plural(carts, "other cart", "other carts")}` : "";
   }
 }
 
@@ -128,6 +154,9 @@ function onMessage(event) {
       break;
     case "stock_levels":
       for (const [itemId, level] of Object.entries(message.levels)) renderStock(itemId, level);
+      break;
+    case "product_presence":
+      renderPresence(message);
       break;
     case "ok":
       settle(message.request_id);
