@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from django.conf import settings
+
+from shop.per_loop import PerLoop
 
 from .aggregates import Aggregator
 
@@ -220,11 +221,6 @@ class DashboardHub:
             self._flush_handle = None
 
 
-_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Future[DashboardHub]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 async def _start_hub() -> DashboardHub:
     from tracker.process import process_tracker  # started with the server; here if not yet
 
@@ -234,16 +230,9 @@ async def _start_hub() -> DashboardHub:
     return hub
 
 
+_hub = PerLoop(_start_hub)
+
+
 async def get_hub() -> DashboardHub:
     """This event loop's hub, following this process's tracker (started on first use)."""
-    loop = asyncio.get_running_loop()
-    starting = _hubs.get(loop)
-    if starting is None:
-        starting = _hubs[loop] = loop.create_task(_start_hub())
-    try:
-        # Shielded: a staff socket that goes away while the hub starts must not cancel it.
-        return await asyncio.shield(starting)
-    except Exception:
-        if _hubs.get(loop) is starting:
-            del _hubs[loop]  # let the next staff socket try again
-        raise
+    return await _hub.get()

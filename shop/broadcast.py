@@ -22,7 +22,6 @@ import asyncio
 import contextvars
 import json
 import logging
-import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +34,7 @@ from redis.exceptions import RedisError
 from shop.carts import CartSnapshot, StockChange
 from shop.fanout import LocalFanout, NodeBus, publish_to_nodes
 from shop.models import Item
+from shop.per_loop import PerLoop
 from shop.stock import stock_level
 
 logger = logging.getLogger(__name__)
@@ -172,11 +172,6 @@ class LocalNode:
     stock: StockFeed
 
 
-_nodes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Future[LocalNode]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 async def _start_node() -> LocalNode:
     fanout = LocalFanout()
     stock = StockFeed(fanout)
@@ -188,19 +183,10 @@ async def _start_node() -> LocalNode:
     return LocalNode(fanout, bus, stock)
 
 
+_node = PerLoop(_start_node)
+
+
 async def local_node() -> LocalNode:
     """This event loop's node (started on first use: the stock levels read once, the node
     bus listening)."""
-    loop = asyncio.get_running_loop()
-    starting = _nodes.get(loop)
-    if starting is None:
-        starting = _nodes[loop] = loop.create_task(_start_node())
-    if starting.done() and not starting.cancelled() and starting.exception() is None:
-        return starting.result()
-    try:
-        # Shielded: a socket that goes away while the node starts must not cancel it.
-        return await asyncio.shield(starting)
-    except Exception:
-        if _nodes.get(loop) is starting:
-            del _nodes[loop]  # let the next socket try again
-        raise
+    return await _node.get()

@@ -24,7 +24,6 @@ import asyncio
 import json
 import logging
 import time
-import weakref
 from collections import Counter
 from typing import Any
 
@@ -35,6 +34,7 @@ from django.urls import Resolver404, resolve
 from shop.broadcast import local_node
 from shop.fanout import LocalFanout, Send
 from shop.models import Item
+from shop.per_loop import PerLoop
 from shop.presence import CARTS_TOPIC
 from shop.product_presence import ProductPresence
 from tracker import Tracker
@@ -219,11 +219,6 @@ class ProductFeed:
             self._flush_handle = None
 
 
-_feeds: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Future[ProductFeed]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 async def _start_feed() -> ProductFeed:
     tracker = await process_tracker()
     feed = ProductFeed((await local_node()).fanout, settings.PRODUCT_PRESENCE_INTERVAL)
@@ -232,19 +227,10 @@ async def _start_feed() -> ProductFeed:
     return feed
 
 
+_feed = PerLoop(_start_feed)
+
+
 async def product_feed() -> ProductFeed:
     """This event loop's product feed (started on first use: the catalogue read, the
     process's tracker followed). Raises as `process_tracker()` does."""
-    loop = asyncio.get_running_loop()
-    starting = _feeds.get(loop)
-    if starting is None:
-        starting = _feeds[loop] = loop.create_task(_start_feed())
-    if starting.done() and not starting.cancelled() and starting.exception() is None:
-        return starting.result()  # every socket but the first: no awaiting at all
-    try:
-        # Shielded: a socket that goes away while the feed starts must not cancel it.
-        return await asyncio.shield(starting)
-    except Exception:
-        if _feeds.get(loop) is starting:
-            del _feeds[loop]  # let the next socket try again
-        raise
+    return await _feed.get()
