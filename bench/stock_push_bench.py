@@ -14,7 +14,10 @@ A push: a buyer on A holds one unit of an item whose stock the setup made 11 (`h
 benchmark stamps the time, then checks out over HTTP on A: the stock becomes 10 (`medium`),
 committed, and the site pushes the new level. Latency = the arrival of that item's frame on
 each held socket - the stamp, so it includes the checkout request itself (its commit, a few
-ms: shown apart as "checkout request"). Per step: `--pushes` pushes, one at a time, each
+ms: shown apart as "checkout request"). "Stock publish -> last socket" starts instead at the
+site's publish of the change on its node bus, right after the commit (and the cart's own
+channel-layer message), stamped by a thread of this process subscribed to that channel:
+the push without the checkout's HTTP round trip. Per step: `--pushes` pushes, one at a time, each
 after the previous one reached every socket (or 60 s passed). Node CPU per push = (CPU of
 the node process over the pushes - its idle CPU over as long, measured just before with
 the same sockets held) / pushes. The servers record their full-GC pauses
@@ -37,6 +40,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -57,11 +61,13 @@ from bench.load_bench import (  # noqa: E402
     say,
 )
 from bench.revision import describe, exported  # noqa: E402
+from shop.fanout import NODE_CHANNEL  # noqa: E402
 from tests.daphne_server import ROOT as CODE  # noqa: E402
 from tests.daphne_server import DaphneServer, manage, prepare_database, server_env  # noqa: E402
 from tests.live_clients import CSRF_INPUT, Visitor  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
+STOCK_TOPIC = "stock"  # shop.broadcast.STOCK_TOPIC (that module needs Django set up)
 TARGET_MS = 250.0  # the last of 10,000 sockets of a node
 PUSH_TIMEOUT = 60.0
 IDLE_SECONDS = 3.0
@@ -178,6 +184,7 @@ class Push:
     failed: str | None  # why the push was not measured
     checkout_ms: float
     last_ms: dict[str, float]  # by node: the last socket's frame
+    published_ms: float  # the site's stock publish (just after the commit), NaN if unseen
     p50_ms: dict[str, float]
     reached: dict[str, int]  # sockets that got it, by node
 
@@ -215,6 +222,38 @@ def checkout(buyer: Visitor) -> None:
         pass
 
 
+class PublishWatch:
+    """The moments the site publishes stock changes on its node bus (shop.fanout's
+    NODE_CHANNEL, right after the checkout's commit), stamped by a thread of their own
+    with CLOCK_MONOTONIC: "publish -> last socket" is the fan-out's part of a push, without
+    the checkout request and the client's HTTP round trip. Sites from before the node bus
+    publish nothing there."""
+
+    def __init__(self, redis_url: str) -> None:
+        import redis
+
+        self.pubsub = redis.Redis.from_url(redis_url).pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe(NODE_CHANNEL)
+        self.seen: dict[int, list[float]] = collections.defaultdict(list)
+        self.thread = threading.Thread(target=self.listen, daemon=True)
+        self.thread.start()
+
+    def listen(self) -> None:
+        with contextlib.suppress(Exception):  # ends when the pubsub is closed
+            for message in self.pubsub.listen():
+                at = time.monotonic()
+                kind, data = json.loads(message["data"])
+                if kind == STOCK_TOPIC:
+                    for item in data:
+                        self.seen[item].append(at)
+
+    def published(self, item: int, since: float) -> float:
+        return next((t for t in self.seen.get(item, ()) if t >= since), math.nan)
+
+    def close(self) -> None:
+        self.pubsub.close()
+
+
 def pct(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[max(1, math.ceil(fraction * len(ordered) - 1e-9)) - 1]
@@ -235,6 +274,8 @@ async def run_code(code: Path, args: argparse.Namespace, base: Path) -> list[Ste
             raise RuntimeError(f"only {len(items)} items to push with")
         redis = RedisServer().start()
         stack.callback(redis.kill)
+        watch = PublishWatch(redis.url)
+        stack.callback(watch.close)
         nodes: dict[str, DaphneServer] = {}
         for name in ("a", "b"):
             node = DaphneServer(
@@ -293,7 +334,7 @@ async def run_code(code: Path, args: argparse.Namespace, base: Path) -> list[Ste
                 cpu0 = {n: cpu_seconds(s.process.pid) for n, s in nodes.items()}
                 started, window_start = time.monotonic(), time.time()
                 for item in items[: args.pushes]:
-                    step.pushes.append(await push(item, buyer, buyer_tab, clients))
+                    step.pushes.append(await push(item, buyer, buyer_tab, clients, watch))
                     if step.pushes[-1].failed:
                         say(f"    a push failed ({step.pushes[-1].failed}): the step stops")
                         break
@@ -325,7 +366,7 @@ def longest_full_gc(path: Path, start: float, end: float) -> float:
     return max((took for at, took, _ in full if start <= at <= end), default=0.0)
 
 
-async def push(item: int, buyer: Visitor, tab, clients: list[Client]) -> Push:
+async def push(item: int, buyer: Visitor, tab, clients: list[Client], watch: PublishWatch) -> Push:
     started = time.monotonic()
     try:
         await tab.request({"type": "add_item", "item_id": item}, within=PUSH_TIMEOUT)
@@ -333,7 +374,7 @@ async def push(item: int, buyer: Visitor, tab, clients: list[Client]) -> Push:
         await asyncio.to_thread(checkout, buyer)
     except (TimeoutError, OSError, AssertionError, ConnectionError) as error:
         failed = f"{type(error).__name__} after {time.monotonic() - started:.0f} s"
-        return Push(failed, float("nan"), {}, {}, {})
+        return Push(failed, float("nan"), {}, math.nan, {}, {})
     checkout_ms = (time.monotonic() - started) * 1000
     deadline = time.monotonic() + PUSH_TIMEOUT
     while True:
@@ -351,6 +392,7 @@ async def push(item: int, buyer: Visitor, tab, clients: list[Client]) -> Push:
         None,
         checkout_ms,
         {n: max(times, default=float("nan")) for n, times in by_node.items()},
+        (watch.published(item, started) - started) * 1000,
         {n: pct(times, 0.5) if times else float("nan") for n, times in by_node.items()},
         {n: len(times) for n, times in by_node.items()},
     )
@@ -363,16 +405,23 @@ def summarize(label: str, results: list[StepResult]) -> list[str]:
         pushes = [p for p in step.pushes if not p.failed]
         if not pushes:
             lines.append(
-                f"| {label} | {step.per_node:,} | 0 | FAILED: {failed[0]} | | | | | | "
+                f"| {label} | {step.per_node:,} | 0 | FAILED: {failed[0]} | | | | | | | "
                 f"{step.load:.1f} |"
             )
             continue
         last = [max(p.last_ms.values()) for p in pushes]
+        fan_out = [max(p.last_ms.values()) - p.published_ms for p in pushes]
+        fan_out_ms = (
+            f"{pct(fan_out, 0.5):.0f} / {max(fan_out):.0f}"
+            if not any(math.isnan(f) for f in fan_out)
+            else "—"
+        )
         p50 = [max(p.p50_ms.values()) for p in pushes]
         reached = min(sum(p.reached.values()) for p in pushes)
         lines.append(
             f"| {label} | {step.per_node:,} (held A {step.held['a']:,} / B {step.held['b']:,}) "
-            f"| {len(pushes)} | {pct(last, 0.5):.0f} / {max(last):.0f} | {pct(p50, 0.5):.0f} | "
+            f"| {len(pushes)} | {pct(last, 0.5):.0f} / {max(last):.0f} | {fan_out_ms} | "
+            f"{pct(p50, 0.5):.0f} | "
             f"{pct([p.checkout_ms for p in pushes], 0.5):.0f} | "
             f"{step.cpu_ms['a']:.0f} / {step.cpu_ms['b']:.0f} | "
             f"{step.longest_gc['a']:.2f} / {step.longest_gc['b']:.2f} | "
@@ -402,9 +451,10 @@ async def main_async(args: argparse.Namespace) -> list[str]:
         f"average {load_start:.2f} at start, {load1():.2f} at end",
         "",
         "| code | sockets per node | pushes | checkout -> last socket ms, median / max | "
+        "stock publish -> last socket ms, median / max | "
         "-> median socket ms (median push) | checkout request ms | node CPU ms per push A / "
         "B | longest full GC during the pushes s, A / B | fewest sockets reached | load |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for label, results in labelled:
         lines += summarize(label, results)
