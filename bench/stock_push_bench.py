@@ -363,7 +363,7 @@ def longest_full_gc(path: Path, start: float, end: float) -> float:
         full = json.loads(path.read_text())["full"]
     except (OSError, ValueError, KeyError):
         return float("nan")
-    return max((took for at, took, _ in full if start <= at <= end), default=0.0)
+    return max((took for at, took, *_ in full if start <= at <= end), default=0.0)
 
 
 async def push(item: int, buyer: Visitor, tab, clients: list[Client], watch: PublishWatch) -> Push:
