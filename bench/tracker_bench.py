@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import hashlib
 import json
 import logging
 import os
@@ -71,8 +72,10 @@ def conn_of(prefix: str, i: int) -> str:
 
 
 def key_of(prefix: str, i: int) -> str:
-    """A cart id: the shop's keys are UUIDs."""
-    return str(uuid.UUID(int=hash((prefix, i)) % 2**128))
+    """A cart id: the shop's keys are UUIDs. The same in every process (the peer process
+    tracks keys this one waits for: `hash()` of a str differs between processes)."""
+    digest = hashlib.blake2b(f"{prefix}:{i}".encode(), digest_size=16).digest()
+    return str(uuid.UUID(bytes=digest))
 
 
 # -- the table -------------------------------------------------------------------------------
