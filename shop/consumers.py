@@ -161,7 +161,7 @@ class ShoppingCartConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         self.page = clean_page(self.scope.get("query_string", b""))
         # Before the accept: once the socket is open daphne keeps none of the handshake's
-        # headers (shop.websocket_memory).
+        # headers (shop.websockets).
         cookies = identity.handshake_cookies(self.scope)
         await self.accept()
         OPEN_SHOPPER_SOCKETS.inc()

@@ -1,4 +1,4 @@
-"""An open websocket keeps nothing of its handshake (shop/websocket_memory.py), in a real
+"""An open websocket keeps nothing of its handshake (shop/websockets.py), in a real
 daphne process: no HTTP channel (with its upgrade request) per open socket."""
 
 from __future__ import annotations
@@ -31,3 +31,20 @@ async def test_open_sockets_keep_no_http_channel(
     assert live.get("twisted.web.http.HTTPChannel", 0) < TABS
     for tab in tabs:
         await tab.close()
+
+
+def test_autobahn_formats_its_configuration_only_for_debug_logs() -> None:
+    import txaio
+    from autobahn.websocket import protocol
+
+    from shop import websockets
+
+    websockets.apply()
+    level = txaio.get_global_log_level()
+    try:
+        txaio.set_global_log_level("info")
+        assert protocol.pformat([("autoPingInterval", 20)]) == ""
+        txaio.set_global_log_level("debug")
+        assert protocol.pformat([("autoPingInterval", 20)]) == "[('autoPingInterval', 20)]"
+    finally:
+        txaio.set_global_log_level(level)
