@@ -17,11 +17,13 @@ lighter receive for the sockets' own channels.
   per process reads the list and hands each message to its channel's `_Inbox`: a waiting
   future and, only while messages wait for their consumer, a deque. What Redis sees is the
   same (`receive_single`, the same list, the same backup queue).
+- `group_add` (every socket's connect) sends its ZADD and EXPIRE in one round trip, not two.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from typing import Any
 
@@ -54,6 +56,17 @@ class WaitingRedisChannelLayer(RedisChannelLayer):
         return aioredis.BlockingConnectionPool.from_url(
             host.pop("address"), timeout=POOL_WAIT, **host
         )
+
+    async def group_add(self, group: str, channel: str) -> None:
+        """channels-redis's group_add (ZADD with the time, then EXPIRE), pipelined."""
+        assert self.require_valid_group_name(group), "Group name not valid"
+        assert self.require_valid_channel_name(channel), "Channel name not valid"
+        group_key = self._group_key(group)
+        connection = self.connection(self.consistent_hash(group))
+        async with connection.pipeline(transaction=False) as pipe:
+            pipe.zadd(group_key, {channel: time.time()})
+            pipe.expire(group_key, self.group_expiry)
+            await pipe.execute()
 
     async def receive(self, channel: str) -> dict[str, Any]:
         """The next message of `channel`: a process-local one from its inbox (one receiver

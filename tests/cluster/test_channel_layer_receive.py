@@ -1,5 +1,5 @@
-"""The channel layer's receive for the sockets' own channels (shop/channel_layer.py), against
-a real redis-server: one reader per process hands each message to its channel's inbox."""
+"""The channel layer (shop/channel_layer.py) against a real redis-server: one reader per
+process hands each message to its channel's inbox; group_add in one round trip."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+import redis.asyncio
 
 from shop.channel_layer import WaitingRedisChannelLayer
 from tests.redis_server import RedisServer
@@ -52,6 +53,19 @@ async def test_a_group_message_reaches_every_member_once(layer) -> None:
     messages = await asyncio.wait_for(asyncio.gather(*waiting), 10)
 
     assert messages == [{"type": "cart.changed", "rev": 7}] * 5
+
+
+async def test_a_group_add_adds_the_channel_and_sets_the_groups_expiry(layer, redis_server) -> None:
+    channel = await layer.new_channel()
+    await layer.group_add("cart", channel)
+
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    try:
+        key = layer._group_key("cart")
+        assert await client.zrange(key, 0, -1) == [channel.encode()]
+        assert 0 < await client.ttl(key) <= layer.group_expiry
+    finally:
+        await client.aclose()
 
 
 async def test_a_message_for_a_busy_receiver_waits_for_it(layer) -> None:
