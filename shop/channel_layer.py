@@ -89,9 +89,10 @@ class WaitingRedisChannelLayer(RedisChannelLayer):
         self._waiting += 1
         try:
             return await inbox.waiter
-        except asyncio.CancelledError:
-            # The consumer is ending: its inbox goes (as channels-redis drops its queue),
-            # and the reader stops once nobody waits.
+        except BaseException:
+            # Cancelled (the consumer is ending) or failed (Redis lost: it ends too): its
+            # inbox goes (as channels-redis drops its queue), and the reader stops once
+            # nobody waits.
             self._inboxes.pop(channel, None)
             if self._waiting == 1 and self._reader is not None:
                 self._reader.cancel()
@@ -102,7 +103,12 @@ class WaitingRedisChannelLayer(RedisChannelLayer):
 
     def _start_reader(self, loop: asyncio.AbstractEventLoop, real_channel: str) -> None:
         reader = self._reader
-        if reader is not None and not reader.done() and not reader.get_loop().is_closed():
+        if (
+            reader is not None
+            and not reader.done()
+            and not reader.cancelling()  # stopping: its last waiter left just now
+            and not reader.get_loop().is_closed()
+        ):
             if reader.get_loop() is not loop:
                 raise RuntimeError(
                     "Two event loops are trying to receive() on one channel layer at once!"

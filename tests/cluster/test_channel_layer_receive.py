@@ -110,6 +110,19 @@ async def test_an_ended_receiver_leaves_nothing_and_the_reader_stops(layer) -> N
     assert reader.done() and layer._reader is None
 
 
+async def test_a_receiver_arriving_as_the_last_one_leaves_still_gets_its_messages(layer) -> None:
+    leaving, arriving = await layer.new_channel(), await layer.new_channel()
+    waiting = asyncio.create_task(layer.receive(leaving))
+    await asyncio.sleep(0.1)
+    waiting.cancel()  # its cancellation stops the reader, which ends one step later:
+    receiving = asyncio.create_task(layer.receive(arriving))  # this starts in between
+    await asyncio.sleep(0.1)
+
+    await layer.send(arriving, {"type": "hello"})
+
+    assert (await asyncio.wait_for(receiving, 10))["type"] == "hello"
+
+
 async def test_a_lost_redis_fails_every_waiting_receiver(redis_server: RedisServer) -> None:
     layer = WaitingRedisChannelLayer(hosts=[{"address": redis_server.url, "socket_timeout": 2}])
     try:
@@ -121,5 +134,6 @@ async def test_a_lost_redis_fails_every_waiting_receiver(redis_server: RedisServ
         results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 15)
 
         assert all(isinstance(result, Exception) for result in results), results
+        assert layer._inboxes == {}
     finally:
         await layer.close_pools()
