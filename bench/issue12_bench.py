@@ -11,8 +11,11 @@ Runs, one after the other (each alone on the machine), and prints their tables:
 - cart: bench/cart_actions_bench.py --before REV (cart actions per second on one node, the
   saturation curve, SQLite and PostgreSQL);
 - connect: bench/load_bench.py at 1k / 5k / 10k sockets per node (CPU per connect, KiB per
-  socket): REV's own load_bench.py on REV's site (exported by bench/revision.py), then this
-  checkout's.
+  socket): REV's own load_bench.py on REV's site (exported by bench/revision.py; its
+  sockets carry session cookies, as every load_bench.py before `--shoppers` did), then this
+  checkout's with session cookies (like for like), then with cart cookies (the default:
+  anonymous shoppers after their first page view). For cart cookies on a revision that
+  reads them: `load_bench.py --site REV`.
 
 The presence memory figures of the issue are bench/tracker_bench.py's (`--only memory`).
 Figures and how to read them: bench/README.md.
@@ -59,7 +62,8 @@ def main() -> int:
         with exported(args.before) as before:
             # Its own script and its own tests/ helpers: they serve the site beside them.
             run([python, "bench/load_bench.py", *steps], cwd=before)
-        run([python, "bench/load_bench.py", *steps])
+        run([python, "bench/load_bench.py", *steps, "--shoppers", "session"])
+        run([python, "bench/load_bench.py", *steps, "--shoppers", "cart"])
     return 0
 
 

@@ -5,6 +5,8 @@
     .venv/bin/python bench/load_bench.py --steps 500,1000 --hold 8   # a smoke check
     .venv/bin/python bench/load_bench.py --steps 5000,10000,15000,20000 --hold 15 --keep
     .venv/bin/python bench/load_bench.py --server-env GC_TUNING=off   # Python's GC defaults
+    .venv/bin/python bench/load_bench.py --shoppers session   # logged-in shoppers' sockets
+    .venv/bin/python bench/load_bench.py --site cf173ec --shoppers session   # an older site
 
 Not a test: nothing here asserts; it prints a table. Everything runs on this machine and is
 stopped at the end (also on Ctrl-C or SIGTERM).
@@ -16,11 +18,14 @@ Setup (not measured):
   (tests/daphne_server.py `prepare_database`: embedded SQLite, shared by both nodes, as in
   the cluster tests; PostgreSQL would take the database off these 2 cores' critical path
   only if it ran elsewhere);
-- a staff user, and as many shopper sessions as the largest step needs, created directly in
-  that database by one `manage.py shell -c` script run with the servers' environment: each
-  a Cart with one line (quantity 1 of a random size in stock), and a django_session row
-  whose data names the cart, exactly what the first GET / would leave behind (creating 10k
-  carts through HTTP would take minutes on 2 cores and is not what is measured);
+- a staff user, and as many shoppers as the largest step needs, created directly in that
+  database by one `manage.py shell -c` script run with the servers' environment: each a Cart
+  with one line (quantity 1 of a random size in stock), its signed cart cookie and a
+  django_session row whose data names the cart (creating 10k carts through HTTP would take
+  minutes on 2 cores and is not what is measured). `--shoppers cart` (the default) connects
+  with the cart cookie alone, as an anonymous shopper's browser does after its first page
+  view (shop/identity.py: no session to read); `--shoppers session` with the session
+  cookie, as a logged-in shopper's does (the session is read at every connect);
 - two daphne nodes A and B (TRACKER_NODE_NAME a, b) sharing that Redis and that database,
   with the tracker's default timings (broadcast 0.2 s, down 5 s) and DASHBOARD_DIFF_INTERVAL
   0.1 s;
@@ -28,7 +33,7 @@ Setup (not measured):
   each there, and a staff user logged in on B with a dashboard socket on B;
 - client processes (this script with `--_client`, several OS processes so that the client
   side is not one Python process's event loop): each holds shopper sockets for one node,
-  opened with the session cookie and `Origin: http://127.0.0.1:<port>`, each counted once
+  opened with that cookie and `Origin: http://127.0.0.1:<port>`, each counted once
   its first `cart` message arrived (the server tracks the page right after sending it).
   Client sockets send no pings (as browsers); daphne pings every socket every 20 s (its
   default);
@@ -98,6 +103,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.revision import describe, exported  # noqa: E402
 from tests.daphne_server import DaphneServer, manage, prepare_database, server_env  # noqa: E402
 from tests.live_clients import StaffClient, Tab, Visitor  # noqa: E402
 from tests.prometheus_text import Scrape  # noqa: E402
@@ -110,6 +116,11 @@ LATENCY_TARGET = 0.5  # the issue's p99 target under load
 DIAG_DIR = Path(__file__).resolve().parent / "_diag"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+# --shoppers: what the load sockets' handshakes carry, in the report's words.
+SHOPPERS = {
+    "cart": "anonymous shoppers (signed cart cookie, no session)",
+    "session": "shoppers with a session cookie (read from the database at each connect)",
+}
 
 
 def raise_nofile() -> tuple[int, int]:
@@ -135,13 +146,12 @@ async def client_main() -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     sockets: list[Any] = []
 
-    async def open_one(key: str, port: int, page: str, within: float, into: dict) -> None:
+    async def open_one(cookie: str, port: int, page: str, within: float, into: dict) -> None:
         started = time.perf_counter()
         try:
             ws = await connect(
                 f"ws://127.0.0.1:{port}/ws/cart/?page={page}",
-                additional_headers={"Cookie": f"sessionid={key}",
-                                    "Origin": f"http://127.0.0.1:{port}"},
+                additional_headers={"Cookie": cookie, "Origin": f"http://127.0.0.1:{port}"},
                 open_timeout=within,
                 ping_interval=None,
                 close_timeout=2,
@@ -169,10 +179,11 @@ async def client_main() -> None:
             result: dict[str, Any] = {"errors": collections.Counter(), "latencies": []}
 
             async def gated(
-                key: str, port: int, page: str, result=result, gate=gate, within=cmd["within"]
+                cookie: str, port: int, page: str, result=result, gate=gate,
+                within=cmd["within"],
             ) -> None:
                 async with gate:
-                    await open_one(key, port, page, within, result)
+                    await open_one(cookie, port, page, within, result)
 
             started = time.perf_counter()
             await asyncio.gather(*(gated(*s) for s in cmd["sessions"]))
@@ -308,7 +319,9 @@ from django.contrib.sessions.backends.db import SessionStore
 from django.contrib.sessions.models import Session
 from django.db import transaction
 from django.utils import timezone
+from django.conf import settings
 from django.utils.crypto import get_random_string
+from shop.identity import cart_cookie_value
 from shop.models import Cart, CartItem, Item
 
 N, PROBES, OUT = {n}, {probes}, {out!r}
@@ -331,7 +344,11 @@ with transaction.atomic():
                  expire_date=expire) for k, c in zip(keys, carts)],
         batch_size=500,
     )
-json.dump({{"keys": keys, "probe_items": probe_items}}, open(OUT, "w"))
+cookies = {{
+    "cart": [f"{{settings.CART_COOKIE_NAME}}={{cart_cookie_value(str(c.id))}}" for c in carts],
+    "session": [f"{{settings.SESSION_COOKIE_NAME}}={{k}}" for k in keys],
+}}
+json.dump({{"cookies": cookies, "probe_items": probe_items}}, open(OUT, "w"))
 """
 
 
@@ -564,6 +581,8 @@ async def run(args: argparse.Namespace) -> tuple[list[Step], dict[str, Any]]:
         info["base"] = base
         if not args.keep:
             stack.callback(shutil.rmtree, base, True)
+        code = ROOT if args.site is None else stack.enter_context(exported(args.site))
+        info["site"] = "this checkout" if args.site is None else describe(args.site)
         say(f"setup in {base}: database, {total:,} sessions with carts, redis, two nodes")
         database = prepare_database(base / "db.sqlite3")
         t0 = time.monotonic()
@@ -584,7 +603,9 @@ async def run(args: argparse.Namespace) -> tuple[list[Step], dict[str, Any]]:
             if args.server_gc_threshold:
                 extra["LOAD_BENCH_GC_THRESHOLD"] = args.server_gc_threshold
             extra.update(args.server_env)
-            node = DaphneServer(database, redis_url=redis.url, env=extra, var_dir=base / name)
+            node = DaphneServer(
+                database, redis_url=redis.url, env=extra, var_dir=base / name, code=code
+            )
             stack.callback(node.stop, 5)
             nodes[name] = node.start()
         info["server_nofile"] = {n: nofile_limit(s.process.pid) for n, s in nodes.items()}
@@ -618,7 +639,7 @@ async def run(args: argparse.Namespace) -> tuple[list[Step], dict[str, Any]]:
 
         prober = Prober(probes, watch, args.spacing, args.jitter)
         probe_task = asyncio.create_task(prober.run())
-        keys = made["keys"]
+        cookies = made["cookies"][args.shoppers]
         try:
             opened = 0
             held_by_node = {"a": 0, "b": 0}
@@ -630,7 +651,7 @@ async def run(args: argparse.Namespace) -> tuple[list[Step], dict[str, Any]]:
                 for i in new:
                     client = clients[i % len(clients)]
                     batches[client.index].append(
-                        [keys[i], client.node.port, PATHS[i % len(PATHS)]]
+                        [cookies[i], client.node.port, PATHS[i % len(PATHS)]]
                     )
                 prober.phase = f"connect {target}"
                 say(f"step {target:,}: opening {len(new):,} sockets "
@@ -888,7 +909,8 @@ def report(steps: list[Step], info: dict[str, Any], args: argparse.Namespace) ->
     lines = [
         f"Shopper sockets held by two daphne nodes (one Redis, one SQLite file), ramp "
         f"{args.steps}, {args.clients} client processes, {args.concurrency} connects in "
-        f"flight per client, hold {args.hold:g} s per step; servers: {info['gc_policy']}"
+        f"flight per client, hold {args.hold:g} s per step; {SHOPPERS[args.shoppers]}; site: "
+        f"{info['site']}; servers: {info['gc_policy']}"
         + (f", environment {args.server_env}" if args.server_env else ""),
         "",
         "| sockets held (target) | connect rate /s | connect p50 / p99 ms | CPU ms per connect "
@@ -1092,6 +1114,14 @@ def main() -> int:
                         type=server_variable,
                         help="an environment variable of both servers, e.g. GC_TUNING=off "
                         "(repeatable; shop/settings.py lists them)")
+    parser.add_argument("--shoppers", choices=sorted(SHOPPERS), default="cart",
+                        help="how the load sockets say who they are: 'cart', the signed cart "
+                        "cookie of an anonymous shopper (what a browser sends after its first "
+                        "page view); 'session', a session cookie (what a logged-in shopper, "
+                        "or a session from before the cart cookie, sends)")
+    parser.add_argument("--site", metavar="REV",
+                        help="serve this git revision's site (bench/revision.py) with this "
+                        "checkout's benchmark; default: this checkout")
     parser.add_argument("--keep", action="store_true", help="keep the servers' logs and files")
     parser.add_argument("--diagnose", action=argparse.BooleanOptionalAction, default=True,
                         help="record GC pauses and event-loop lag in the servers "

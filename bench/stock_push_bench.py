@@ -5,10 +5,12 @@
     .venv/bin/python bench/stock_push_bench.py --per-node 500,2000 --pushes 5   # smoke check
 
 Two daphne nodes A and B share one redis-server and one SQLite file (as bench/load_bench.py
-sets them up: sessions with carts made directly in the database; the open-file limit
-raised). Client processes (this script with `--_client`) hold `--per-node` shopper sockets
-on each node (cumulative steps) and read every message, stamping each `stock` frame's
-arrival with CLOCK_MONOTONIC (one clock for every process on the machine).
+sets them up: shoppers with carts made directly in the database; the open-file limit
+raised). The sockets carry what `--shoppers` says (load_bench.py's option: by default the
+cart cookie of an anonymous shopper, as browsers after their first page view). Client
+processes (this script with `--_client`) hold `--per-node` shopper sockets on each node
+(cumulative steps) and read every message, stamping each `stock` frame's arrival with
+CLOCK_MONOTONIC (one clock for every process on the machine).
 
 A push: a buyer on A holds one unit of an item whose stock the setup made 11 (`high`); the
 benchmark stamps the time, then checks out over HTTP on A: the stock becomes 10 (`medium`),
@@ -53,6 +55,7 @@ if str(ROOT) not in sys.path:
 
 from bench.load_bench import (  # noqa: E402
     DIAG_DIR,
+    SHOPPERS,
     cpu_seconds,
     create_sessions,
     load1,
@@ -98,12 +101,12 @@ async def client_main() -> None:
                     if message.get("type") == "stock":
                         arrivals[message["item_id"]].append(time.monotonic())
 
-    async def open_one(key: str, port: int, errors: collections.Counter) -> None:
+    async def open_one(cookie: str, port: int, errors: collections.Counter) -> None:
         try:
             ws = await connect(
                 f"ws://127.0.0.1:{port}/ws/cart/?page=/",
                 additional_headers={
-                    "Cookie": f"sessionid={key}",
+                    "Cookie": cookie,
                     "Origin": f"http://127.0.0.1:{port}",
                 },
                 open_timeout=30,
@@ -126,11 +129,11 @@ async def client_main() -> None:
             gate = asyncio.Semaphore(cmd["concurrency"])
             errors: collections.Counter = collections.Counter()
 
-            async def gated(key: str, port: int, gate=gate, errors=errors) -> None:
+            async def gated(cookie: str, port: int, gate=gate, errors=errors) -> None:
                 async with gate:
-                    await open_one(key, port, errors)
+                    await open_one(cookie, port, errors)
 
-            await asyncio.gather(*(gated(key, port) for key, port in cmd["sessions"]))
+            await asyncio.gather(*(gated(cookie, port) for cookie, port in cmd["sessions"]))
             reply = {"open": len(sockets), "errors": dict(errors)}
         elif cmd["op"] == "arrivals":
             still_open = sum(ws.state is State.OPEN for ws in sockets)
@@ -307,11 +310,11 @@ async def run_code(code: Path, args: argparse.Namespace, base: Path) -> list[Ste
         try:
             opened = 0
             for per_node in steps:
-                new = made["keys"][opened : 2 * per_node]
+                new = made["cookies"][args.shoppers][opened : 2 * per_node]
                 batches: dict[int, list] = {i: [] for i in range(len(clients))}
-                for index, key in enumerate(new):
+                for index, cookie in enumerate(new):
                     client = index % len(clients)
-                    batches[client].append([key, clients[client].node.port])
+                    batches[client].append([cookie, clients[client].node.port])
                 say(f"  {per_node:,} per node: opening {len(new):,} sockets (load {load1():.2f})")
                 replies = await asyncio.gather(
                     *(c.call(op="open", sessions=batches[i], concurrency=8)
@@ -446,9 +449,10 @@ async def main_async(args: argparse.Namespace) -> list[str]:
             base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="push-bench-")))
             labelled.append((label, await run_code(code, args, base)))
     lines = [
-        f"stock pushes to two nodes (one Redis, one SQLite file), {args.clients} client "
-        f"processes, servers' GC thresholds {args.server_gc_threshold or 'default'}; load "
-        f"average {load_start:.2f} at start, {load1():.2f} at end",
+        f"stock pushes to two nodes (one Redis, one SQLite file), {SHOPPERS[args.shoppers]}, "
+        f"{args.clients} client processes, servers' GC thresholds "
+        f"{args.server_gc_threshold or 'default'}; load average {load_start:.2f} at start, "
+        f"{load1():.2f} at end",
         "",
         "| code | sockets per node | pushes | checkout -> last socket ms, median / max | "
         "stock publish -> last socket ms, median / max | "
@@ -471,6 +475,8 @@ def main() -> int:
     parser.add_argument("--pushes", type=int, default=10, help="pushes per step")
     parser.add_argument("--clients", type=int, default=4, help="client processes (even)")
     parser.add_argument("--before", metavar="REV", help="also measure this git revision")
+    parser.add_argument("--shoppers", choices=sorted(SHOPPERS), default="cart",
+                        help="what the sockets' handshakes carry (as load_bench.py's option)")
     parser.add_argument(
         "--server-gc-threshold",
         metavar="G0,G1,G2",

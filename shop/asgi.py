@@ -18,7 +18,7 @@ preflight.checks_or_exit()  # daphne runs no system checks (tracker.E001...) of 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from dashboard.routing import websocket_urlpatterns as staff_patterns  # noqa: E402
-from shop import gc_tuning  # noqa: E402
+from shop import gc_tuning, websockets  # noqa: E402
 from shop.routing import websocket_urlpatterns as shopper_patterns  # noqa: E402
 from tracker.process import TrackerLifespan, start_with_server  # noqa: E402
 
@@ -28,6 +28,7 @@ def server_started() -> None:
     gc_tuning.apply(tuning=settings.GC_TUNING, threshold=settings.GC_THRESHOLD)
 
 
+websockets.apply()  # under daphne: what every websocket costs, less (shop/websockets.py)
 application = ProtocolTypeRouter(
     {
         "http": gc_tuning.counting_requests(django_asgi_app),

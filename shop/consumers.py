@@ -160,10 +160,12 @@ class ShoppingCartConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         self.page = clean_page(self.scope.get("query_string", b""))
+        # Before the accept: once the socket is open daphne keeps none of the handshake's
+        # headers (shop.websockets).
+        cookies = identity.handshake_cookies(self.scope)
         await self.accept()
         OPEN_SHOPPER_SOCKETS.inc()
         self.counted = True
-        cookies = self.scope.get("cookies", {})
         if identity.needs_session(cookies):
             shopper, self.username = await database_sync_to_async(identity.socket_shopper)(cookies)
         else:  # a cart cookie alone: nothing to read

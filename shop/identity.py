@@ -27,6 +27,7 @@ from django.conf import settings
 from django.contrib.auth import get_user
 from django.core import signing
 from django.http import HttpRequest, HttpResponse
+from django.http.cookie import parse_cookie
 from django.utils import timezone
 
 from shop.carts import CART_SESSION_KEY, parse_cart_id, session_cart_id
@@ -82,6 +83,15 @@ class Shopper:
     def limit_key(self) -> str:
         """Whose sockets count together against SHOPPER_SOCKETS_PER_SESSION."""
         return self.groups[0]
+
+
+def handshake_cookies(scope: dict[str, Any]) -> dict[str, str]:
+    """The cookies of a websocket handshake (its ASGI scope's `Cookie` header), parsed as
+    channels' CookieMiddleware and Django do."""
+    for name, value in scope.get("headers", ()):
+        if name == b"cookie":
+            return parse_cookie(value.decode("latin1"))
+    return {}
 
 
 def needs_session(cookies: dict[str, str]) -> bool:

@@ -1,10 +1,11 @@
 """Shopper websocket routes. The handshake's cookies name the cart and the login state; the
-consumer reads the session itself, in the same database call as the shopper (so it runs
-behind the cookie parser only: channels' session and auth middleware would read the session
-in a call of their own and wrap every frame sent); Origin is checked against ALLOWED_HOSTS."""
+consumer parses them (shop.identity.handshake_cookies) and reads the session itself, in the
+same database call as the shopper: channels' session and auth middleware would read the
+session in a call of their own and wrap every frame sent, and its cookie middleware would
+keep a copy of the scope (and a coroutine) alive for as long as the socket is open. Origin
+is checked against ALLOWED_HOSTS."""
 
 from channels.security.websocket import AllowedHostsOriginValidator
-from channels.sessions import CookieMiddleware
 from django.urls import path
 
 from shop.consumers import ShoppingCartConsumer
@@ -14,6 +15,6 @@ SOCKET_PATH = "/ws/cart/"  # storefront pages hand it to their script (data-sock
 websocket_urlpatterns = [
     path(
         SOCKET_PATH.removeprefix("/"),
-        AllowedHostsOriginValidator(CookieMiddleware(ShoppingCartConsumer.as_asgi())),
+        AllowedHostsOriginValidator(ShoppingCartConsumer.as_asgi()),
     ),
 ]
