@@ -10,8 +10,9 @@ product whose numbers may have changed and that has pages open on this node, the
 (docs/protocol.md), encodes it once, and if it differs from the one sent before writes it
 to the product's local pages through the node-local fan-out (shop/fanout.py, topic
 `product:<slug>`). Nothing per socket crosses Redis: every node computes the same numbers
-from its own replica. A page that starts watching gets the current message first, once its
-own presence is counted.
+from its own replica. A page that starts watching gets the product's message at the
+product's next flush (its own presence is counted by then), and from then on every change:
+never twice the same numbers, never two messages within one interval.
 
 Which items are a product's sizes, and which page is a product's, come from the catalogue,
 read once and again when a page or an item is met that it does not know (a new product or
@@ -81,7 +82,7 @@ class ProductFeed:
         self._watchers: Counter[str] = Counter()  # slug -> this node's pages watching it
         self._dirty: set[str] = set()  # products whose numbers may have changed
         self._sent: dict[str, str] = {}  # slug -> the last message written to its pages
-        self._greetings: list[tuple[str, Send]] = []  # pages to greet, and join
+        self._newcomers: dict[str, list[Send]] = {}  # slug -> pages awaiting their first
         self._flush_handle: asyncio.Handle | None = None
         self._last_flush = float("-inf")  # loop time
         self._catalogue_read = float("-inf")  # monotonic
@@ -156,30 +157,30 @@ class ProductFeed:
     # -- pages -----------------------------------------------------------------------------
 
     def watch(self, page: str, send: Send) -> str | None:
-        """Let the socket behind `send` follow its page's product: once the presences
-        counted so far are dispatched (its own included), it gets the current numbers,
-        then every change. Returns the product (None: not a product page)."""
+        """Let the socket behind `send` follow its page's product: at the product's next
+        flush (no sooner than the tracker's dispatch of the socket's own track, scheduled
+        earlier) it gets the current numbers, then every change. Returns the product (None:
+        not a product page)."""
         slug = self._slug_of(page)
         if slug is None:
             return None
         self._watchers[slug] += 1
-        self._greetings.append((slug, send))
-        # After the tracker's dispatch of the socket's own track (scheduled earlier).
-        asyncio.get_running_loop().call_soon(self._greet)
+        self._newcomers.setdefault(slug, []).append(send)
+        self._dirty.add(slug)
+        self._schedule()
         return slug
 
     def unwatch(self, slug: str, send: Send) -> None:
-        self._greetings = [(s, g) for s, g in self._greetings if g is not send]
-        self.fanout.leave(topic_of(slug), send)
+        newcomers = self._newcomers.get(slug, [])
+        if send in newcomers:
+            newcomers.remove(send)
+        else:
+            self.fanout.leave(topic_of(slug), send)
         self._watchers[slug] -= 1
         if not self._watchers[slug]:
             del self._watchers[slug]
             self._sent.pop(slug, None)
-
-    def _greet(self) -> None:
-        greetings, self._greetings = self._greetings, []
-        for slug, send in greetings:
-            self.fanout.join(topic_of(slug), send, self.message(slug))
+            self._newcomers.pop(slug, None)
 
     def message(self, slug: str) -> str:
         """The product's numbers on this node now, encoded."""
@@ -200,7 +201,9 @@ class ProductFeed:
         self._flush_handle = loop.call_later(max(0.0, delay), self._flush)
 
     def _flush(self) -> None:
-        """Write each changed product's numbers to its pages on this node, encoded once."""
+        """Write each changed product's numbers to its pages on this node, encoded once;
+        the pages that started watching since the last flush get them whether or not they
+        changed (their first message), and join the product's topic."""
         self._flush_handle = None
         self._last_flush = asyncio.get_running_loop().time()
         dirty, self._dirty = self._dirty, set()
@@ -209,6 +212,8 @@ class ProductFeed:
             if self._sent.get(slug) != text:
                 self._sent[slug] = text
                 self.fanout.deliver(topic_of(slug), text)
+            for send in self._newcomers.pop(slug, ()):
+                self.fanout.join(topic_of(slug), send, text)
 
     def close(self) -> None:
         if self._detach is not None:

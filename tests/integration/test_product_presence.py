@@ -39,6 +39,7 @@ async def test_numbers_move_as_shoppers_come_add_remove_and_leave(
     them = await open_tab(theirs, page=PAGE)
     assert await presence(them) == {"product": "test-boot", "viewers": 2, "in_carts": {}}
     assert await presence(me) == {"product": "test-boot", "viewers": 2, "in_carts": {}}
+    assert await them.nothing_more()  # its first numbers once, not again at the next flush
 
     await them.request({"type": "add_item", "item_id": plenty.pk})
     await them.request({"type": "add_item", "item_id": plenty.pk})  # one cart, counted once
