@@ -170,6 +170,7 @@ class LocalFanout:
         self._backlogs: dict[Send, deque[dict[str, Any]]] = {}
         self._writers: dict[Send, asyncio.Task[None]] = {}
         self._direct: dict[Send, _DaphneSocket] = {}  # daphne sockets, written directly
+        self._joined: dict[Send, int] = {}  # how many topics each socket is in
 
     def join(self, topic: str, send: Send, greeting: str | None = None) -> None:
         """Add a socket to `topic`; `greeting` (a text frame) reaches it before anything
@@ -178,18 +179,24 @@ class LocalFanout:
             self._direct[send] = direct
         if greeting is not None:
             self._write(send, {"type": "websocket.send", "text": greeting})
-        self._topics.setdefault(topic, set()).add(send)
+        sockets = self._topics.setdefault(topic, set())
+        if send not in sockets:
+            sockets.add(send)
+            self._joined[send] = self._joined.get(send, 0) + 1
 
     def leave(self, topic: str, send: Send) -> None:
         """Remove a socket from `topic` (and forget what it still had to write, once it is
         in no topic)."""
         sockets = self._topics.get(topic)
-        if sockets is not None:
-            sockets.discard(send)
-            if not sockets:
-                del self._topics[topic]
-        if any(send in s for s in self._topics.values()):
+        if sockets is None or send not in sockets:
             return
+        sockets.remove(send)
+        if not sockets:
+            del self._topics[topic]
+        if self._joined[send] > 1:
+            self._joined[send] -= 1
+            return
+        del self._joined[send]
         self._direct.pop(send, None)
         if send in self._backlogs:
             self._backlogs.pop(send)

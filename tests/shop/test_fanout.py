@@ -127,6 +127,30 @@ async def test_a_failing_socket_and_one_leaving_while_slow_harm_no_one() -> None
     assert hub.slow == 0 and hub.count("stock") == 2
 
 
+async def test_a_slow_socket_keeps_its_backlog_until_it_has_left_its_last_topic() -> None:
+    hub = LocalFanout()
+    slow = Socket()
+    hub.join("stock", slow)
+    hub.join("product:7", slow)
+    hub.join("product:7", slow)  # (twice in one topic is once)
+    slow.hold()
+    hub.deliver("stock", "a")
+    hub.deliver("product:7", "b")
+    hub.leave("product:7", slow)
+    hub.leave("product:7", slow)  # (not in it any more: nothing changes)
+    assert hub.slow == 1
+    slow.release()
+    await settled()
+    assert slow.texts == ["a", "b"]  # still in the stock topic: its backlog was kept
+    slow.hold()
+    hub.deliver("stock", "c")
+    hub.leave("stock", slow)  # its last topic: what it still had to write is forgotten
+    assert hub.slow == 0
+    slow.release()
+    await settled()
+    assert slow.texts == ["a", "b"]
+
+
 @pytest.fixture
 def redis_settings(settings, redis_server: RedisServer) -> RedisServer:
     settings.REDIS_URL = redis_server.url
