@@ -10,6 +10,7 @@ from collections import deque
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
@@ -157,6 +158,20 @@ class ShoppingCartConsumer(AsyncJsonWebsocketConsumer):
             await super().__call__(scope, receive, send)
         finally:
             await self.leave()
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Hand a message to its handler, as channels' AsyncConsumer.dispatch does but
+        without its `aclose_old_connections()` first: that is a hop to the database thread
+        and back before every message (a frame, a cart change from another tab, this tab's
+        own change echoed by its cart's group), queued behind whatever that thread is doing,
+        and most messages need no database at all. The database is only reached through
+        `database_sync_to_async`, which closes unusable or expired connections in that
+        thread before and after each call (channels.db.DatabaseSyncToAsync): the same
+        clean-up, where and when the database is actually used."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def connect(self) -> None:
         self.page = clean_page(self.scope.get("query_string", b""))

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import threading
 import uuid
 
 import pytest
@@ -10,6 +11,7 @@ from django.conf import settings
 from django.core import signing
 from django.test import Client
 
+from shop.broadcast import publish_cart
 from shop.consumers import (
     MAX_FRAME_BYTES,
     NO_CART_CLOSE_CODE,
@@ -24,6 +26,9 @@ from tests.shop.conftest import cart_cookie, cart_state, communicator, session_w
 # Consumers reach the database from worker threads, which only see committed data. Every
 # test runs on SQLite and on PostgreSQL.
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("django_database")]
+
+# Bounded waits for another thread; never reached when the code is right.
+WAIT_SECONDS = 10
 
 LINE_KEYS = {"item_id", "product", "size", "quantity", "price", "available"}
 
@@ -322,6 +327,33 @@ async def test_every_tab_of_a_cart_receives_every_change(catalogue, cart, open_t
     # The tab that made a change gets its cart once, not echoed again from the group.
     assert await first.nothing_more() and await second.nothing_more()
     assert await stranger.nothing_more()
+
+
+async def test_messages_that_need_no_database_do_not_wait_for_its_thread(catalogue, cart, open_tab):
+    """A cart change from another tab and a refused frame are handled on the event loop
+    alone: with the database thread busy, both still reach the tab (channels' own dispatch
+    would first queue a connection clean-up on that thread behind the busy work)."""
+    tab = await open_tab(cart)
+    await tab.send({"type": "ping"})  # answered once the connect has run to its end
+    assert (await tab.receive())["code"] == "unknown_type"
+    busy, release = threading.Event(), threading.Event()
+
+    def occupy_database_thread() -> None:
+        busy.set()
+        release.wait(WAIT_SECONDS)
+
+    occupied = asyncio.ensure_future(database_sync_to_async(occupy_database_thread)())
+    try:
+        assert await asyncio.to_thread(busy.wait, WAIT_SECONDS)
+        snapshot = {"id": str(cart.id), "revision": 5, "items": [], "total_quantity": 0}
+        await publish_cart(snapshot)
+        assert_cart_message(await tab.receive(), cart, [])
+        await tab.send_text("not json")
+        error = await tab.receive()
+        assert error["type"] == "error" and error["code"] == "invalid_message"
+    finally:
+        release.set()
+        await occupied
 
 
 async def test_a_cart_survives_reconnects(catalogue, cart, open_tab):
