@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, TypedDict
 
-from django.db import IntegrityError, transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from shop.models import Cart, CartItem, Item
+from shop.models import Cart, CartItem, Item, Product
 from shop.stock import stock_level
 
 CART_SESSION_KEY = "cart_id"
@@ -232,20 +233,6 @@ def _locked_cart(cart_id: str, owner: int | None) -> Cart | None:
     return cart
 
 
-def _locked_or_new_cart(cart_id: str, owner: int | None) -> Cart:
-    """As `_locked_cart`, but a cart without a row gets one now, owned by `owner`."""
-    cart = _locked_cart(cart_id, owner)
-    if cart is not None:
-        return cart
-    try:
-        with transaction.atomic():  # a savepoint: a concurrent first change may win
-            return Cart.objects.create(pk=parse_cart_id(cart_id), user_id=owner)
-    except IntegrityError:
-        cart = _locked_cart(cart_id, owner)
-        assert cart is not None  # the one that won made it
-        return cart
-
-
 def _bump_revision(cart: Cart) -> None:
     """Count one more change of a cart locked by this transaction (so `cart.revision`, read
     under the lock, stays right without reading it back)."""
@@ -255,23 +242,147 @@ def _bump_revision(cart: Cart) -> None:
     cart.updated_at = now
 
 
-def _item(item_id: int) -> Item | None:
-    """The item with its product, if it exists."""
+# -- add_item and remove_item, in SQL -------------------------------------------------------
+#
+# Every add_item and remove_item of every shopper socket runs these statements, so they are
+# written once as SQL (through Django's connection, for SQLite and PostgreSQL alike) rather
+# than compiled from querysets on every call: the compilation cost several times more CPU
+# than the database's own work (bench/README.md, issue 12). The cart's lock is taken as
+# before: SQLite's write lock at BEGIN (transaction_mode IMMEDIATE, shop/settings.py), on
+# PostgreSQL the row lock of the first statement, an UPDATE of the cart's row, under which
+# every change of one cart (and its checkout, select_for_update) serialises.
+
+_TABLES = {
+    "cart": Cart._meta.db_table,
+    "line": CartItem._meta.db_table,
+    "item": Item._meta.db_table,
+    "product": Product._meta.db_table,
+}
+# The cart's row: its revision counts one more change and the row is locked until the end
+# of the transaction; its owner comes back to be checked.
+_BUMP_SQL = (
+    'UPDATE "{cart}" SET "revision" = "revision" + 1, "updated_at" = %s WHERE "id" = %s '
+    'RETURNING "revision", "user_id"'
+).format(**_TABLES)
+# A cart's first change makes its row; a concurrent first change may have made it already.
+_CREATE_SQL = (
+    'INSERT INTO "{cart}" ("id", "user_id", "revision", "created_at", "updated_at") '
+    'VALUES (%s, %s, 0, %s, %s) ON CONFLICT ("id") DO NOTHING'
+).format(**_TABLES)
+_LINE_COLUMNS = (
+    'i."id", i."size", i."stock", p."brand", p."name", p."price", p."released" '
+    'FROM "{item}" i JOIN "{product}" p ON p."id" = i."product_id"'
+).format(**_TABLES)
+_LINES_SQL = (
+    'SELECT l."id", l."quantity", {columns} JOIN "{line}" l ON l."item_id" = i."id" '
+    'WHERE l."cart_id" = %s ORDER BY l."id"'
+).format(columns=_LINE_COLUMNS, **_TABLES)
+_ITEM_SQL = f'SELECT NULL, 0, {_LINE_COLUMNS} WHERE i."id" = %s'
+_ADD_LINE_SQL = 'INSERT INTO "{line}" ("cart_id", "item_id", "quantity") VALUES (%s, %s, 1)'.format(
+    **_TABLES
+)
+_MORE_SQL = 'UPDATE "{line}" SET "quantity" = "quantity" + 1 WHERE "id" = %s'.format(**_TABLES)
+_LESS_SQL = 'UPDATE "{line}" SET "quantity" = "quantity" - 1 WHERE "id" = %s'.format(**_TABLES)
+_DELETE_LINE_SQL = 'DELETE FROM "{line}" WHERE "id" = %s'.format(**_TABLES)
+
+_CART_ID = Cart._meta.get_field("id")
+_UPDATED_AT = Cart._meta.get_field("updated_at")
+_CENTS = Decimal(1).scaleb(-Product._meta.get_field("price").decimal_places)
+
+
+def _price(value: Any) -> str:
+    """A price as read by SQL, as Django would show it: a Decimal with the field's places
+    (SQLite hands back an int or a float, PostgreSQL a Decimal)."""
+    return str(Decimal(str(value)).quantize(_CENTS))
+
+
+@dataclass(slots=True)
+class _Line:
+    """A cart line as an action reads it (id None: not in the cart yet)."""
+
+    id: int | None
+    quantity: int
+    item_id: int
+    size: str
+    stock: int
+    brand: str
+    product: str
+    price: Any
+    released: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.brand} {self.product}"  # (str of the Product)
+
+    def wire(self) -> CartLine:
+        return {
+            "item_id": self.item_id,
+            "product": self.product,
+            "size": self.size,
+            "quantity": self.quantity,
+            "price": _price(self.price),
+            "available": bool(self.released) and self.stock >= self.quantity,
+        }
+
+
+def _cart_key(cart_id: str) -> tuple[uuid.UUID, Any]:
+    """The cart's id and its database value; CartError if it is not a cart id."""
+    pk = parse_cart_id(cart_id)
+    if pk is None:
+        raise CartError("no_cart", "This is not a cart id.")
+    return pk, _CART_ID.get_db_prep_value(pk, connection)
+
+
+def _change_cart(cursor: Any, key: Any, owner: int | None, *, create: bool) -> int | None:
+    """Lock the cart's row and count one more change; its new revision, or None if it has
+    no row (with `create`, it gets one now, owned by `owner`). NotYourCart if the row
+    belongs to another owner (the transaction then rolls back, revision included)."""
+    now = _UPDATED_AT.get_db_prep_value(timezone.now(), connection)
+    cursor.execute(_BUMP_SQL, [now, key])
+    row = cursor.fetchone()
+    if row is None and create:
+        cursor.execute(_CREATE_SQL, [key, owner, now, now])
+        cursor.execute(_BUMP_SQL, [now, key])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    revision, user_id = row
+    if user_id != owner:
+        raise NotYourCart()
+    return int(revision)
+
+
+def _lines(cursor: Any, key: Any) -> list[_Line]:
+    """The cart's lines with their items and products, in line order."""
+    cursor.execute(_LINES_SQL, [key])
+    return [_Line(*row) for row in cursor.fetchall()]
+
+
+def _new_line(cursor: Any, item_id: int) -> _Line | None:
+    """A line of quantity 0 for the item, if it exists."""
     if not 0 < item_id <= MAX_ITEM_ID:
         return None
-    try:
-        return Item.objects.select_related("product").get(pk=item_id)
-    except Item.DoesNotExist:
-        return None
+    cursor.execute(_ITEM_SQL, [item_id])
+    row = cursor.fetchone()
+    return _Line(*row) if row is not None else None
 
 
-def _out_of_stock(item: Item, in_cart: int) -> CartError:
-    if item.stock == 0:
-        return CartError("out_of_stock", f"{item.product} in size {item.size} is sold out.")
+def _line_snapshot(pk: uuid.UUID, revision: int, lines: list[_Line]) -> CartSnapshot:
+    return {
+        "id": str(pk),
+        "revision": revision,
+        "items": [line.wire() for line in lines],
+        "total_quantity": sum(line.quantity for line in lines),
+    }
+
+
+def _out_of_stock(line: _Line) -> CartError:
+    if line.stock == 0:
+        return CartError("out_of_stock", f"{line.label} in size {line.size} is sold out.")
     return CartError(
         "out_of_stock",
-        f"Only {item.stock} of {item.product} in size {item.size} left, "
-        f"and your cart already holds {in_cart}.",
+        f"Only {line.stock} of {line.label} in size {line.size} left, "
+        f"and your cart already holds {line.quantity}.",
     )
 
 
@@ -279,44 +390,47 @@ def add_item(cart_id: str, item_id: int, owner: int | None = None) -> CartSnapsh
     """Add one unit of a released item, never more than its stock. The first change of a
     cart creates its row, owned by `owner`.
 
-    Under the cart's lock it reads the cart's lines once (with their items), the item only
-    if it is not among them, writes the line and the revision, and builds the snapshot from
-    what it read: four or five statements, nothing read twice."""
-    with transaction.atomic():
-        cart = _locked_or_new_cart(cart_id, owner)
-        lines = cart_lines(cart)
+    Three or four statements: lock the cart and bump its revision, read its lines (with
+    their items), the item only if it is not among them, and write the line; the snapshot
+    is built from what was read."""
+    pk, key = _cart_key(cart_id)
+    with transaction.atomic(), connection.cursor() as cursor:
+        revision = _change_cart(cursor, key, owner, create=True)
+        assert revision is not None  # (created if missing)
+        lines = _lines(cursor, key)
         line = next((line for line in lines if line.item_id == item_id), None)
-        item = line.item if line is not None else _item(item_id)
-        if item is None or not item.product.released:
-            raise CartError("not_found", f"There is no item {item_id} for sale.")
-        in_cart = line.quantity if line else 0
-        if in_cart + 1 > item.stock:
-            raise _out_of_stock(item, in_cart)
+        new = line is None
         if line is None:
-            lines.append(CartItem.objects.create(cart=cart, item=item, quantity=1))
+            line = _new_line(cursor, item_id)
+        if line is None or not line.released:
+            raise CartError("not_found", f"There is no item {item_id} for sale.")
+        if line.quantity + 1 > line.stock:
+            raise _out_of_stock(line)
+        if new:
+            cursor.execute(_ADD_LINE_SQL, [key, item_id])
+            lines.append(line)
         else:
-            CartItem.objects.filter(pk=line.pk).update(quantity=F("quantity") + 1)
-            line.quantity += 1
-        _bump_revision(cart)
-        return _snapshot(cart, lines)
+            cursor.execute(_MORE_SQL, [line.id])
+        line.quantity += 1
+        return _line_snapshot(pk, revision, lines)
 
 
 def remove_item(cart_id: str, item_id: int, owner: int | None = None) -> CartSnapshot:
-    """Remove one unit; the line goes when its quantity reaches zero."""
-    with transaction.atomic():
-        cart = _locked_cart(cart_id, owner)
-        lines = cart_lines(cart) if cart is not None else []
+    """Remove one unit; the line goes when its quantity reaches zero. Three statements."""
+    pk, key = _cart_key(cart_id)
+    with transaction.atomic(), connection.cursor() as cursor:
+        revision = _change_cart(cursor, key, owner, create=False)
+        lines = _lines(cursor, key) if revision is not None else []
         line = next((line for line in lines if line.item_id == item_id), None)
-        if cart is None or line is None:
+        if revision is None or line is None:
             raise CartError("not_found", f"Item {item_id} is not in your cart.")
         if line.quantity <= 1:
-            CartItem.objects.filter(pk=line.pk).delete()
+            cursor.execute(_DELETE_LINE_SQL, [line.id])
             lines.remove(line)
         else:
-            CartItem.objects.filter(pk=line.pk).update(quantity=F("quantity") - 1)
+            cursor.execute(_LESS_SQL, [line.id])
             line.quantity -= 1
-        _bump_revision(cart)
-        return _snapshot(cart, lines)
+        return _line_snapshot(pk, revision, lines)
 
 
 def checkout(cart_id: str, owner: int | None = None) -> Purchase:

@@ -10,7 +10,8 @@ from collections import deque
 from typing import Any
 from urllib.parse import parse_qs
 
-from channels.db import database_sync_to_async
+from channels.consumer import get_handler_name
+from channels.db import aclose_old_connections, database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from shop import carts, identity, open_tabs, socket_limits
@@ -158,6 +159,28 @@ class ShoppingCartConsumer(AsyncJsonWebsocketConsumer):
         finally:
             await self.leave()
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Hand a message to its handler, as channels' AsyncConsumer.dispatch does, but
+        without its `aclose_old_connections()` first except before the connect: that is a
+        hop to the database thread and back before every message (a frame, a cart change
+        from another tab, this tab's own change echoed by its cart's group), queued behind
+        whatever that thread is doing, and most messages need no database at all. The
+        database is only reached through `database_sync_to_async`, which closes unusable or
+        expired connections in that thread before and after each call
+        (channels.db.DatabaseSyncToAsync): the same clean-up, where and when the database
+        is used.
+
+        The connect keeps channels' hop (once per socket): without it, a page reconnecting
+        just after a Redis restart had its new socket closed with 1011 about a second later
+        (channels-redis's receive failing on a connection from before the restart;
+        tests/cluster/test_stock_fanout.py), for a reason not yet understood."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        if message["type"] == "websocket.connect":
+            await aclose_old_connections()
+        await handler(message)
+
     async def connect(self) -> None:
         self.page = clean_page(self.scope.get("query_string", b""))
         # Before the accept: once the socket is open daphne keeps none of the handshake's
@@ -272,6 +295,17 @@ class ShoppingCartConsumer(AsyncJsonWebsocketConsumer):
             await self.tracker.update(
                 self.channel_name, CARTS_TOPIC, self.cart_id, self.presence_meta(cart)
             )
+
+    async def send_json(self, content: Any, close: bool = False) -> None:
+        """Send a JSON frame. Once the socket is in the node's fan-out hub (connected), its
+        frames go through the hub: straight to the TCP socket under daphne, as the stock
+        frames do, in order with them, instead of through daphne's ASGI send, autobahn's
+        framing and Twisted's write registration (the better part of the event loop's
+        time per frame: bench/README.md, issue 12)."""
+        if self.fanout is None or close:
+            await super().send_json(content, close)
+            return
+        self.fanout.send(self.base_send, await self.encode_json(content))
 
     async def receive(
         self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any

@@ -231,6 +231,11 @@ class LocalFanout:
         FANOUT_FRAMES.labels("asgi").inc(len(sockets) - direct)
         return len(sockets)
 
+    def send(self, send: Send, text: str) -> None:
+        """Write one text frame to one socket of the hub (a consumer's own reply), in order
+        with what the hub writes to it, and as the hub does: straight to a daphne socket."""
+        self._write(send, {"type": "websocket.send", "text": text})
+
     def _write(self, send: Send, message: dict[str, Any]) -> None:
         socket = self._direct.get(send)
         if socket is not None:  # (a greeting to a daphne socket)

@@ -332,7 +332,8 @@ if REDIS_URL:
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    # channels' in-memory layer without its sweep on every message (shop/channel_layer.py)
+    CHANNEL_LAYERS = {"default": {"BACKEND": "shop.channel_layer.LocalChannelLayer"}}
 
 # The presence tracker (see tracker/conf.py for every option and its default; None means
 # that default). Each value is parsed here; whether they go together is the tracker app's
