@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
-from channels.db import aclose_old_connections, database_sync_to_async
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from shop import carts, identity, open_tabs, socket_limits
@@ -161,24 +161,17 @@ class ShoppingCartConsumer(AsyncJsonWebsocketConsumer):
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Hand a message to its handler, as channels' AsyncConsumer.dispatch does, but
-        without its `aclose_old_connections()` first except before the connect: that is a
-        hop to the database thread and back before every message (a frame, a cart change
+        without its `aclose_old_connections()` first: that is a hop to the database thread
+        and back before every message (a frame, a cart change
         from another tab, this tab's own change echoed by its cart's group), queued behind
         whatever that thread is doing, and most messages need no database at all. The
         database is only reached through `database_sync_to_async`, which closes unusable or
         expired connections in that thread before and after each call
         (channels.db.DatabaseSyncToAsync): the same clean-up, where and when the database
-        is used.
-
-        The connect keeps channels' hop (once per socket): without it, a page reconnecting
-        just after a Redis restart had its new socket closed with 1011 about a second later
-        (channels-redis's receive failing on a connection from before the restart;
-        tests/cluster/test_stock_fanout.py), for a reason not yet understood."""
+        is used."""
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
-        if message["type"] == "websocket.connect":
-            await aclose_old_connections()
         await handler(message)
 
     async def connect(self) -> None:
