@@ -11,7 +11,8 @@ the end (also on Ctrl-C or SIGTERM).
 Setup (not measured), as bench/load_bench.py and bench/stock_push_bench.py: one SQLite
 file, migrated and seeded, plus `--pages` released products (bench-000, ...) of four sizes
 each, the last size (the probe's) held by no cart; sessions with carts made directly in the
-database (`create_sessions`: one line each, a random size in stock, never a probe size);
+database (`create_sessions`: one line each, a random size in stock, never a probe size;
+the sockets carry their signed cart cookies, as browsers after a first page view);
 the open-file limit raised. Then, for each setup, a fresh copy of that file, one
 redis-server and two daphne nodes A and B (SHOPPER_SOCKETS_PER_ADDRESS=0), and client
 processes (this script with `--_client`, half per node) holding `--per-node` sockets on
@@ -358,7 +359,7 @@ async def client_main() -> None:
             ws = await connect(
                 f"ws://127.0.0.1:{port}/ws/cart/?page=/products/{slug}/",
                 additional_headers={
-                    "Cookie": f"sessionid={key}",
+                    "Cookie": key,  # a shopper's cookie header (load_bench's cart cookies)
                     "Origin": f"http://127.0.0.1:{port}",
                 },
                 open_timeout=within,
@@ -570,7 +571,7 @@ def prepare(base: Path, args: argparse.Namespace) -> Prepared:
     sessions = create_sessions(env, 2 * args.per_node + pool, len(products), base / "s.json")
     if set(sessions["probe_items"]) != {p[2] for p in products}:
         raise RuntimeError("the probe sizes are not the ones create_sessions kept free")
-    return Prepared(database, products, sessions["keys"])
+    return Prepared(database, products, sessions["cookies"]["cart"])
 
 
 def copy_database(source: Path, target_dir: Path) -> Path:
