@@ -211,29 +211,33 @@ async def client_main() -> None:
 
 
 class Client:
-    """The main process's handle on one client process."""
+    """The main process's handle on one client process: a benchmark script run with
+    `--_client` (this one's by default), spoken to in JSON lines, one reply per command;
+    `index`-th of the run, holding sockets of `node`."""
 
-    def __init__(self, index: int, node: DaphneServer) -> None:
+    def __init__(self, index: int, node: DaphneServer, script: str = __file__) -> None:
         self.index = index
         self.node = node
+        self.node_name = "ab"[index % 2]  # the benchmarks' nodes alternate: a, b, a, ...
+        self.script = script
         self.process: asyncio.subprocess.Process | None = None
         self.lock = asyncio.Lock()
 
     async def start(self) -> Client:
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "--_client",
+            sys.executable, self.script, "--_client",
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, limit=64 * 1024 * 1024,
-        )
+        )  # fmt: skip
         return self
 
     async def call(self, **cmd: Any) -> dict[str, Any]:
         async with self.lock:
-            assert self.process is not None
+            assert self.process is not None and self.process.stdin and self.process.stdout
             self.process.stdin.write((json.dumps(cmd) + "\n").encode())
             await self.process.stdin.drain()
             line = await self.process.stdout.readline()
             if not line:
-                raise RuntimeError(f"client process {self.index} died")
+                raise RuntimeError(f"client process {self.index} (node {self.node_name}) died")
             return json.loads(line)
 
     def cpu_seconds(self) -> float:

@@ -88,6 +88,7 @@ if str(ROOT) not in sys.path:
 
 from bench.load_bench import (  # noqa: E402
     DIAG_DIR,
+    Client,
     cpu_seconds,
     create_sessions,
     load1,
@@ -486,45 +487,6 @@ async def client_main() -> None:
             return
 
 
-class Client:
-    """The main process's handle on one client process (of one node)."""
-
-    def __init__(self, node_name: str, node: DaphneServer) -> None:
-        self.node_name = node_name
-        self.node = node
-        self.process: asyncio.subprocess.Process | None = None
-        self.lock = asyncio.Lock()
-
-    async def start(self) -> Client:
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "--_client",
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, limit=64 * 1024 * 1024,
-        )  # fmt: skip
-        return self
-
-    async def call(self, **cmd: Any) -> dict[str, Any]:
-        async with self.lock:
-            assert self.process is not None and self.process.stdin and self.process.stdout
-            self.process.stdin.write((json.dumps(cmd) + "\n").encode())
-            await self.process.stdin.drain()
-            line = await self.process.stdout.readline()
-            if not line:
-                raise RuntimeError(f"a client process of node {self.node_name} died")
-            return json.loads(line)
-
-    def cpu(self) -> float:
-        return cpu_seconds(self.process.pid) if self.process else 0.0
-
-    async def close(self) -> None:
-        if self.process is None or self.process.returncode is not None:
-            return
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.call(op="close"), 10)
-        with contextlib.suppress(ProcessLookupError):
-            self.process.kill()
-        await self.process.wait()
-
-
 # -- setup ----------------------------------------------------------------------------------
 
 CATALOGUE_SETUP = """
@@ -649,7 +611,7 @@ async def run_setup(
             )
             stack.callback(node.stop, 5)
             nodes[name] = node.start()
-        clients = [Client("ab"[i % 2], nodes["ab"[i % 2]]) for i in range(args.clients)]
+        clients = [Client(i, nodes["ab"[i % 2]], __file__) for i in range(args.clients)]
         try:
             await drive(run, nodes, redis, clients, prepared, base, args)
         finally:
@@ -709,12 +671,12 @@ async def drive(
     feed0 = {n: await read_counters(s, base / counters.format(n)) for n, s in nodes.items()}
     status0 = await asyncio.gather(*(c.call(op="status") for c in clients))
     cpu0 = {n: cpu_seconds(s.process.pid) for n, s in nodes.items()}
-    client0, redis0 = sum(c.cpu() for c in clients), cpu_seconds(redis.process.pid)
+    client0, redis0 = sum(c.cpu_seconds() for c in clients), cpu_seconds(redis.process.pid)
     started = time.monotonic()
     await asyncio.sleep(args.churn_seconds)
     run.window = time.monotonic() - started
     cpu1 = {n: cpu_seconds(s.process.pid) for n, s in nodes.items()}
-    run.client_cores = (sum(c.cpu() for c in clients) - client0) / run.window
+    run.client_cores = (sum(c.cpu_seconds() for c in clients) - client0) / run.window
     run.redis_cores = (cpu_seconds(redis.process.pid) - redis0) / run.window
     status1 = await asyncio.gather(*(c.call(op="status") for c in clients))
     for n, s in nodes.items():

@@ -39,7 +39,6 @@ import contextlib
 import json
 import math
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -56,6 +55,7 @@ if str(ROOT) not in sys.path:
 from bench.load_bench import (  # noqa: E402
     DIAG_DIR,
     SHOPPERS,
+    Client,
     cpu_seconds,
     create_sessions,
     load1,
@@ -146,37 +146,6 @@ async def client_main() -> None:
         sys.stdout.flush()
         if cmd["op"] == "close":
             return
-
-
-class Client:
-    def __init__(self, node: DaphneServer) -> None:
-        self.node = node
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> Client:
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "--_client",
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, limit=64 * 1024 * 1024,
-        )  # fmt: skip
-        return self
-
-    async def call(self, **cmd: Any) -> dict[str, Any]:
-        assert self.process is not None
-        self.process.stdin.write((json.dumps(cmd) + "\n").encode())
-        await self.process.stdin.drain()
-        line = await self.process.stdout.readline()
-        if not line:
-            raise RuntimeError("a client process died")
-        return json.loads(line)
-
-    async def close(self) -> None:
-        if self.process is None or self.process.returncode is not None:
-            return
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.call(op="close"), 10)
-        with contextlib.suppress(ProcessLookupError):
-            self.process.kill()
-        await self.process.wait()
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -304,7 +273,7 @@ async def run_code(code: Path, args: argparse.Namespace, base: Path) -> list[Ste
         buyer = Visitor(nodes["a"].url)
         await asyncio.to_thread(buyer.get, "/")
         buyer_tab = await buyer.open_tab(nodes["a"], "/checkout/")
-        clients = [Client(nodes["ab"[i % 2]]) for i in range(args.clients)]
+        clients = [Client(i, nodes["ab"[i % 2]], __file__) for i in range(args.clients)]
         for client in clients:
             await client.start()
         try:
