@@ -19,10 +19,13 @@ each held socket - the stamp, so it includes the checkout request itself (its co
 ms: shown apart as "checkout request"). "Stock publish -> last socket" starts instead at the
 site's publish of the change on its node bus, right after the commit (and the cart's own
 channel-layer message), stamped by a thread of this process subscribed to that channel:
-the push without the checkout's HTTP round trip. Per step: `--pushes` pushes, one at a time, each
-after the previous one reached every socket (or 60 s passed). Node CPU per push = (CPU of
-the node process over the pushes - its idle CPU over as long, measured just before with
-the same sockets held) / pushes. The servers record their full-GC pauses
+the push without the checkout's HTTP round trip. "-> node's last frame written" ends instead
+when the node's fan-out finished writing the change to its sockets (recorded in the servers
+by bench/_diag/sitecustomize.py): what the site takes, without the client processes'
+reading, which shares this machine's cores with the nodes. Per step: `--pushes` pushes,
+one at a time, each after the previous one reached every socket (or 60 s passed). Node
+CPU per push = (CPU of the node process over the pushes - its idle CPU over as long,
+measured just before with the same sockets held) / pushes. The servers record their full-GC pauses
 (bench/_diag/sitecustomize.py): the longest during the pushes is shown, as a pause that
 long delays whatever push it falls on.
 
@@ -159,6 +162,9 @@ class Push:
     published_ms: float  # the site's stock publish (just after the commit), NaN if unseen
     p50_ms: dict[str, float]
     reached: dict[str, int]  # sockets that got it, by node
+    published_at: float = math.nan  # CLOCK_MONOTONIC
+    written_ms: dict[str, float] = field(default_factory=dict)  # by node: its last frame
+    # written (the fan-out's write to the stock topic ended), from the publish
 
 
 @dataclass
@@ -321,6 +327,7 @@ async def run_code(code: Path, args: argparse.Namespace, base: Path) -> list[Ste
                     step.longest_gc[name] = longest_full_gc(
                         base / f"diag-{name}.json", window_start, time.time()
                     )
+                    note_writes(step.pushes, name, base / f"diag-{name}.json")
                 done = [max(p.last_ms.values()) for p in step.pushes if not p.failed]
                 last = max(done, default=0)
                 say(f"    pushes done; last socket at most {last:.0f} ms after the checkout")
@@ -358,16 +365,31 @@ async def push(item: int, buyer: Visitor, tab, clients: list[Client], watch: Pub
             break
         await asyncio.sleep(0.05)
     by_node: dict[str, list[float]] = {"a": [], "b": []}
+    published_at = watch.published(item, started)
     for index, reply in enumerate(replies):
         by_node["ab"[index % 2]] += [(t - started) * 1000 for t in reply["times"] if t >= started]
     return Push(
         None,
         checkout_ms,
         {n: max(times, default=float("nan")) for n, times in by_node.items()},
-        (watch.published(item, started) - started) * 1000,
+        (published_at - started) * 1000,
         {n: pct(times, 0.5) if times else float("nan") for n, times in by_node.items()},
         {n: len(times) for n, times in by_node.items()},
+        published_at,
     )
+
+
+def note_writes(pushes: list[Push], name: str, diag: Path) -> None:
+    """Each push's end of the node's write to its sockets (bench/_diag/sitecustomize.py's
+    records of the fan-out: the first write of stock levels that began after the publish)."""
+    try:
+        deliveries = json.loads(diag.read_text())["deliveries"]
+    except (OSError, ValueError, KeyError):
+        return
+    for push in pushes:
+        ends = [end for began, end, _ in deliveries if began >= push.published_at]
+        if ends:
+            push.written_ms[name] = (ends[0] - push.published_at) * 1000
 
 
 def summarize(label: str, results: list[StepResult]) -> list[str]:
@@ -377,7 +399,7 @@ def summarize(label: str, results: list[StepResult]) -> list[str]:
         pushes = [p for p in step.pushes if not p.failed]
         if not pushes:
             lines.append(
-                f"| {label} | {step.per_node:,} | 0 | FAILED: {failed[0]} | | | | | | | "
+                f"| {label} | {step.per_node:,} | 0 | FAILED: {failed[0]} | | | | | | | | "
                 f"{step.load:.1f} |"
             )
             continue
@@ -388,11 +410,21 @@ def summarize(label: str, results: list[StepResult]) -> list[str]:
             if not any(math.isnan(f) for f in fan_out)
             else "—"
         )
+        written = [
+            [p.written_ms.get(n, math.nan) for p in pushes if not math.isnan(p.published_at)]
+            for n in "ab"
+        ]
+        written_ms = (
+            " / ".join(f"{pct(w, 0.5):.0f}" for w in written)
+            if all(w and not any(math.isnan(x) for x in w) for w in written)
+            else "—"
+        )
         p50 = [max(p.p50_ms.values()) for p in pushes]
         reached = min(sum(p.reached.values()) for p in pushes)
         lines.append(
             f"| {label} | {step.per_node:,} (held A {step.held['a']:,} / B {step.held['b']:,}) "
             f"| {len(pushes)} | {pct(last, 0.5):.0f} / {max(last):.0f} | {fan_out_ms} | "
+            f"{written_ms} | "
             f"{pct(p50, 0.5):.0f} | "
             f"{pct([p.checkout_ms for p in pushes], 0.5):.0f} | "
             f"{step.cpu_ms['a']:.0f} / {step.cpu_ms['b']:.0f} | "
@@ -425,9 +457,10 @@ async def main_async(args: argparse.Namespace) -> list[str]:
         "",
         "| code | sockets per node | pushes | checkout -> last socket ms, median / max | "
         "stock publish -> last socket ms, median / max | "
+        "stock publish -> node's last frame written ms, median A / B | "
         "-> median socket ms (median push) | checkout request ms | node CPU ms per push A / "
         "B | longest full GC during the pushes s, A / B | fewest sockets reached | load |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for label, results in labelled:
         lines += summarize(label, results)
@@ -444,8 +477,12 @@ def main() -> int:
     parser.add_argument("--pushes", type=int, default=10, help="pushes per step")
     parser.add_argument("--clients", type=int, default=4, help="client processes (even)")
     parser.add_argument("--before", metavar="REV", help="also measure this git revision")
-    parser.add_argument("--shoppers", choices=sorted(SHOPPERS), default="cart",
-                        help="what the sockets' handshakes carry (as load_bench.py's option)")
+    parser.add_argument(
+        "--shoppers",
+        choices=sorted(SHOPPERS),
+        default="cart",
+        help="what the sockets' handshakes carry (as load_bench.py's option)",
+    )
     parser.add_argument(
         "--server-gc-threshold",
         metavar="G0,G1,G2",

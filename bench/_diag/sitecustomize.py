@@ -7,7 +7,10 @@ names a file. Records:
   own work: on a loaded machine the wall clock also counts time the process was not
   scheduled);
 - event-loop lag: every 100 ms a thread schedules a callback on daphne's asyncio loop
-  (Twisted's asyncio reactor) with call_soon_threadsafe and measures how late it runs.
+  (Twisted's asyncio reactor) with call_soon_threadsafe and measures how late it runs;
+- each write of a stock level change to the node's sockets (the node-local fan-out's
+  `deliver` to its "stock" topic): when it began and ended (CLOCK_MONOTONIC, the clock of
+  every process on the machine) and how many sockets it wrote to (stock_push_bench.py).
 
 LOAD_BENCH_GC_THRESHOLD="g0,g1,g2", if set, is passed to gc.set_threshold at start (the
 site's GC policy, shop/gc_tuning.py, sets its own thresholds when GC_TUNING is on).
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import collections
 import gc
+import importlib.machinery
 import json
 import os
 import signal
@@ -40,6 +44,30 @@ import time
 
 _PATH = os.environ.get("LOAD_BENCH_DIAG")
 _GC_THRESHOLD = os.environ.get("LOAD_BENCH_GC_THRESHOLD")
+
+
+class _PatchOnImport:
+    """A meta path finder that calls `patches[name](module)` once module `name` has been
+    executed (the code measured is unchanged; its functions are wrapped)."""
+
+    def __init__(self, patches: dict) -> None:
+        self.patches = patches
+
+    def find_spec(self, name, path=None, target=None):
+        patch = self.patches.get(name)
+        if patch is None:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        execute = spec.loader.exec_module
+
+        def exec_module(module) -> None:
+            execute(module)
+            patch(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
 
 
 def _install(path: str) -> None:
@@ -83,6 +111,25 @@ def _install(path: str) -> None:
             stats["long"].append([time.time(), info["generation"], took, cpu])
 
     gc.callbacks.append(on_gc)
+
+    # The node-local fan-out's writes of stock levels (shop.fanout.LocalFanout.deliver to
+    # the "stock" topic): [CLOCK_MONOTONIC start, end, sockets written] of the last 500.
+    deliveries = stats["deliveries"] = []
+
+    def patch_fanout(module) -> None:
+        deliver = module.LocalFanout.deliver
+
+        def timed(self, topic, text):
+            began = time.monotonic()
+            written = deliver(self, topic, text)
+            if topic == "stock" and recording[0]:
+                deliveries.append([began, time.monotonic(), written])
+                del deliveries[:-500]
+            return written
+
+        module.LocalFanout.deliver = timed
+
+    sys.meta_path.insert(0, _PatchOnImport({"shop.fanout": patch_fanout}))
 
     def write() -> None:
         text = json.dumps(stats)
