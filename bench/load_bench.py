@@ -215,11 +215,14 @@ class Client:
     `--_client` (this one's by default), spoken to in JSON lines, one reply per command;
     `index`-th of the run, holding sockets of `node`."""
 
-    def __init__(self, index: int, node: DaphneServer, script: str = __file__) -> None:
+    def __init__(
+        self, index: int, node: DaphneServer, script: str = __file__, nice: int = 0
+    ) -> None:
         self.index = index
         self.node = node
         self.node_name = "ab"[index % 2]  # the benchmarks' nodes alternate: a, b, a, ...
         self.script = script
+        self.nice = nice  # added to the process's niceness: lower priority than the nodes
         self.process: asyncio.subprocess.Process | None = None
         self.lock = asyncio.Lock()
 
@@ -227,6 +230,7 @@ class Client:
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, self.script, "--_client",
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, limit=64 * 1024 * 1024,
+            preexec_fn=(lambda: os.nice(self.nice)) if self.nice else None,
         )  # fmt: skip
         return self
 

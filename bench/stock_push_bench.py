@@ -279,7 +279,10 @@ async def run_code(code: Path, args: argparse.Namespace, base: Path) -> list[Ste
         buyer = Visitor(nodes["a"].url)
         await asyncio.to_thread(buyer.get, "/")
         buyer_tab = await buyer.open_tab(nodes["a"], "/checkout/")
-        clients = [Client(i, nodes["ab"[i % 2]], __file__) for i in range(args.clients)]
+        clients = [
+            Client(i, nodes["ab"[i % 2]], __file__, nice=args.client_nice)
+            for i in range(args.clients)
+        ]
         for client in clients:
             await client.start()
         try:
@@ -451,7 +454,7 @@ async def main_async(args: argparse.Namespace) -> list[str]:
             labelled.append((label, await run_code(code, args, base)))
     lines = [
         f"stock pushes to two nodes (one Redis, one SQLite file), {SHOPPERS[args.shoppers]}, "
-        f"{args.clients} client processes, servers' GC thresholds "
+        f"{args.clients} client processes (nice +{args.client_nice}), servers' GC thresholds "
         f"{args.server_gc_threshold or 'default'}; load average {load_start:.2f} at start, "
         f"{load1():.2f} at end",
         "",
@@ -476,6 +479,14 @@ def main() -> int:
     parser.add_argument("--per-node", default="2000,10000", help="sockets per node, per step")
     parser.add_argument("--pushes", type=int, default=10, help="pushes per step")
     parser.add_argument("--clients", type=int, default=4, help="client processes (even)")
+    parser.add_argument(
+        "--client-nice",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the client processes N steps nicer than the nodes (they share the cores: "
+        "the nodes' writes then measure the site with less of the clients' reading in them)",
+    )
     parser.add_argument("--before", metavar="REV", help="also measure this git revision")
     parser.add_argument(
         "--shoppers",
