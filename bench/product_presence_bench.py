@@ -116,7 +116,6 @@ HOOK = '''"""Bench-only (bench/product_presence_bench.py writes this file): CPU 
 around the product feed's functions, written to PRESENCE_BENCH_COUNTERS on SIGUSR1; and
 bench/_diag/sitecustomize.py (full-GC pauses) when LOAD_BENCH_DIAG is set."""
 
-import importlib.machinery
 import importlib.util
 import json
 import os
@@ -124,12 +123,14 @@ import signal
 import sys
 import time
 
-_DIAG = os.environ.get("PRESENCE_BENCH_DIAG_SCRIPT")
-if _DIAG and os.environ.get("LOAD_BENCH_DIAG"):
-    _spec = importlib.util.spec_from_file_location("load_bench_diag", _DIAG)
-    _diag = importlib.util.module_from_spec(_spec)
-    sys.modules["load_bench_diag"] = _diag
-    _spec.loader.exec_module(_diag)
+# bench/_diag/sitecustomize.py: its full-GC records when LOAD_BENCH_DIAG is set, and its
+# patch-on-import finder for the counters below in any case.
+_spec = importlib.util.spec_from_file_location(
+    "load_bench_diag", os.environ["PRESENCE_BENCH_DIAG_SCRIPT"]
+)
+_diag = importlib.util.module_from_spec(_spec)
+sys.modules["load_bench_diag"] = _diag
+_spec.loader.exec_module(_diag)
 
 _OUT = os.environ.get("PRESENCE_BENCH_COUNTERS")
 counters = {}  # name -> [calls, thread CPU seconds, items]
@@ -188,29 +189,10 @@ def patch_fanout(module):
 PATCHES = {"shop.product_feed": patch_feed, "shop.fanout": patch_fanout}
 
 
-class Finder:
-    """Patches a module of PATCHES once it has been executed."""
-
-    @classmethod
-    def find_spec(cls, name, path=None, target=None):
-        patch = PATCHES.get(name)
-        if patch is None:
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        if spec is None or spec.loader is None:
-            return spec
-        execute = spec.loader.exec_module
-
-        def exec_module(module):
-            execute(module)
-            patch(module)
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-
 if _OUT:
-    sys.meta_path.insert(0, Finder)
+    # First in line: it, not the diagnostics' finder, patches shop.fanout (the stock
+    # writes the diagnostics would record are not used here).
+    sys.meta_path.insert(0, _diag._PatchOnImport(PATCHES))
     _seq = [0]
 
     def dump(signum, frame):
